@@ -1,0 +1,141 @@
+"""The backend contract: what every inference backend implements, and nothing more.
+
+In the spirit of lm-eval's ``LM``: a backend loads a model, streams greedy generations while
+stamping each token's arrival time, generates a batch, scores log-likelihoods, and describes
+itself. Prompts travel as token ids, so every backend sees exactly the same input. Adapters stay
+thin: the backend's own engine does the work, the adapter only records timestamps.
+
+To add a backend: write one module in ``backends/`` with a :class:`Backend` subclass and add
+its name to ``backends/__init__.py``'s registry. Import the backend's library inside methods, not
+at module top, so listing backends never needs the library installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+from smallbench.metrics import BatchTrace, GenerationTrace
+
+
+@dataclass
+class LoadSpec:
+    """What to load and how. ``source`` is a local path or a Hub repo id (already resolved)."""
+
+    model_id: str
+    source: str
+    revision: str | None = None
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dummy: bool = False  # random weights built from the real config (speed and memory only)
+    trust_remote_code: bool = False  # only ever True on the user's explicit flag
+    quant: str | None = None  # backend-specific quantization / file variant
+    options: dict[str, Any] = field(default_factory=dict)  # backend-specific knobs (threads, ...)
+
+
+class Capabilities(BaseModel):
+    streaming: bool = True
+    batching: bool = True
+    logprobs: bool = True
+    server_mode: bool = False
+    dummy_weights: bool = False
+    quant_formats: list[str] = Field(default_factory=list)
+    devices: list[str] = Field(default_factory=lambda: ["cpu"])
+
+
+class BackendInfo(BaseModel):
+    name: str
+    version: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    flags: dict[str, Any] = Field(default_factory=dict)
+
+
+class LoadedModelInfo(BaseModel):
+    """What the backend knows about the weights it loaded."""
+
+    params_total: int | None = None
+    params_active: int | None = None
+    dtype: str | None = None
+    max_context: int | None = None
+    vocab_size: int | None = None
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    #: Importable module whose presence means the backend can run.
+    requires_module: ClassVar[str]
+    #: What to tell a user who lacks it.
+    install_hint: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    @classmethod
+    def missing(cls) -> str | None:
+        """None when the backend's library is importable, else a one-line install hint."""
+        if importlib.util.find_spec(cls.requires_module) is None:
+            return f"backend '{cls.name}' needs its library: {cls.install_hint}"
+        return None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def import_library(self) -> None:
+        """Import the backend's heavy libraries, so that load time and load memory measure the
+        model, not the import."""
+        importlib.import_module(self.requires_module)
+
+    @abstractmethod
+    def load(self, spec: LoadSpec) -> LoadedModelInfo: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the model and any engine processes."""
+
+    # -- tokens ------------------------------------------------------------------------------
+    @abstractmethod
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
+
+    @abstractmethod
+    def detokenize(self, ids: list[int]) -> str: ...
+
+    @property
+    @abstractmethod
+    def special_token_ids(self) -> set[int]: ...
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int: ...
+
+    # -- work --------------------------------------------------------------------------------
+    @abstractmethod
+    def stream(self, prompt_ids: list[int], max_new_tokens: int, ignore_eos: bool = True) -> GenerationTrace:
+        """Greedy-generate for one prompt; stamp ``time.perf_counter()`` as each token becomes available.
+
+        ``t_send`` is stamped immediately before the request is handed to the engine. With
+        ``ignore_eos`` the engine produces exactly ``max_new_tokens`` tokens.
+        """
+
+    @abstractmethod
+    def generate_batch(
+        self, prompts: list[list[int]], max_new_tokens: int, ignore_eos: bool = True
+    ) -> BatchTrace:
+        """Greedy-generate for equal-length prompts together, the way the engine batches best."""
+
+    @abstractmethod
+    def loglikelihood(self, requests: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """For each (context ids, continuation ids): (Σ log p(continuation | context), is greedy).
+
+        Context must hold at least one token (callers prepend BOS where a task has none).
+        """
+
+    # -- self-description --------------------------------------------------------------------
+    @abstractmethod
+    def describe(self) -> BackendInfo: ...
+
+    def memory_stats(self) -> dict[str, int]:
+        """Backend-side memory counters in bytes (e.g. torch CUDA peak allocated); {} if none."""
+        return {}
+
+    def reset_peak_memory(self) -> None:  # noqa: B027 - optional hook
+        """Reset the backend-side peak counters reported by :meth:`memory_stats`."""

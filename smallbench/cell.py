@@ -1,0 +1,117 @@
+"""One cell (model × backend × suite) in its own process: ``python -m smallbench.cell SPEC.json``.
+
+The child loads the backend, runs the suite and writes its own result record atomically. Any
+exception becomes a failed record with a one-line error (the traceback goes to the cell's log).
+If the process dies outright, the parent runner writes the failed record instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from smallbench import __version__
+from smallbench.backends import BackendInfo, LoadSpec, get_backend_class
+from smallbench.errors import SmallbenchError, one_line
+from smallbench.hardware import HardwareInfo, hardware_info, software_versions
+from smallbench.results import LoadRecord, ModelRecord, ResultRecord, redact, write_record
+from smallbench.suites import SuiteContext, get_suite
+from smallbench.telemetry import MemorySampler
+
+
+class CellSpec(BaseModel):
+    run_id: str
+    cell_id: str
+    record_path: str
+    model: ModelRecord
+    backend: str
+    suite: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+    load: dict[str, Any] = Field(default_factory=dict)  # LoadSpec fields other than ids
+
+
+def failed_record(
+    spec: CellSpec, error: str, hardware: HardwareInfo | None, software: dict[str, str],
+    backend: BackendInfo | None = None, started: float | None = None,
+) -> ResultRecord:  # fmt: skip
+    return ResultRecord(
+        smallbench_version=__version__,
+        cell_id=spec.cell_id,
+        run_id=spec.run_id,
+        status="failed",
+        error=redact(error),
+        suite=spec.suite,
+        settings=spec.settings,
+        model=spec.model,
+        backend=backend or BackendInfo(name=spec.backend),
+        hardware=hardware,
+        software=software,
+        duration_s=time.perf_counter() - started if started else None,
+    )
+
+
+def run_cell(spec: CellSpec) -> ResultRecord:
+    started = time.perf_counter()
+    hardware, software = hardware_info(), software_versions()
+    backend_info = None
+    try:
+        cls = get_backend_class(spec.backend)
+        if (why := cls.missing()) is not None:
+            raise SmallbenchError(why)
+        suite = get_suite(spec.suite)
+        settings = suite.settings(spec.settings)
+        backend = cls()
+        backend.import_library()  # the library import is not part of load time or load memory
+        load_spec = LoadSpec(model_id=spec.model.id, source=spec.model.source or spec.model.id,
+                             revision=spec.model.revision, **spec.load)  # fmt: skip
+        with MemorySampler(interval=0.05) as mem:
+            t0 = time.perf_counter()
+            info = backend.load(load_spec)
+            load_s = time.perf_counter() - t0
+        p = mem.peaks
+        load = LoadRecord(seconds=load_s, rss_before_bytes=p.rss_start_bytes, rss_after_bytes=p.rss_end_bytes,
+                          rss_peak_bytes=p.rss_peak_bytes)  # fmt: skip
+        backend_info = backend.describe()
+        try:
+            result = suite.run(backend, settings, SuiteContext(load=load, model_info=info))
+        finally:
+            backend.close()
+        model = spec.model.model_copy(update={
+            "params_total": info.params_total, "params_active": info.params_active, "dtype": info.dtype,
+        })  # fmt: skip
+        return ResultRecord(
+            smallbench_version=__version__,
+            cell_id=spec.cell_id,
+            run_id=spec.run_id,
+            status="ok",
+            suite=spec.suite,
+            settings=settings.model_dump(),
+            model=model,
+            backend=backend_info,
+            hardware=hardware,
+            software=software,
+            load=load,
+            metrics=result.metrics,
+            samples=result.samples,
+            extra=result.extra,
+            duration_s=time.perf_counter() - started,
+        )
+    except Exception as exc:
+        traceback.print_exc()
+        return failed_record(spec, one_line(exc), hardware, software, backend_info, started)
+
+
+def main(argv: list[str]) -> int:
+    spec = CellSpec.model_validate_json(Path(argv[1]).read_text(encoding="utf-8"))
+    record = run_cell(spec)
+    write_record(record, Path(spec.record_path))
+    return 0 if record.status == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

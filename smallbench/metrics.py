@@ -1,0 +1,146 @@
+"""Every metric smallbench reports, defined once, computed from raw timestamps.
+
+Backends only *record* timestamps (``time.perf_counter()`` seconds) into the traces below;
+suites turn traces into numbers with the functions in this module and nothing else.
+The prose definitions live in ``docs/metrics.md``; each function's docstring is the formula.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class GenerationTrace:
+    """One streamed request: when it was sent and when each chunk of output tokens arrived.
+
+    ``chunks`` holds ``(arrival_time, n_tokens)``; a backend that emits one token per step records
+    ``n_tokens == 1`` each time. ``token_ids`` are the generated ids (for parity checks).
+    """
+
+    t_send: float
+    n_prompt: int
+    chunks: list[tuple[float, int]] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+
+    @property
+    def n_out(self) -> int:
+        return sum(k for _, k in self.chunks)
+
+
+@dataclass
+class BatchTrace:
+    """A batch of ``batch`` equal-length prompts generated together (offline throughput).
+
+    ``t_first``: the first output token of every sequence exists (prefill finished).
+    ``t_last``: the last output token of every sequence exists.
+    """
+
+    t_send: float
+    t_first: float
+    t_last: float
+    batch: int
+    n_prompt: int
+    n_out: list[int]
+
+
+class MetricError(ValueError):
+    """A trace that cannot yield the requested metric (e.g. no tokens)."""
+
+
+def ttft(trace: GenerationTrace) -> float:
+    """TTFT = time of the first chunk carrying a token − time the request was sent (s)."""
+    if not trace.chunks:
+        raise MetricError("no output tokens")
+    return trace.chunks[0][0] - trace.t_send
+
+
+def e2e_latency(trace: GenerationTrace) -> float:
+    """E2E latency = time of the last token − time the request was sent (s)."""
+    if not trace.chunks:
+        raise MetricError("no output tokens")
+    return trace.chunks[-1][0] - trace.t_send
+
+
+def tpot(trace: GenerationTrace) -> float:
+    """TPOT = (E2E − TTFT) / (N_out − 1), defined only for N_out > 1 (s/token)."""
+    n = trace.n_out
+    if n < 2:
+        raise MetricError("TPOT needs at least 2 output tokens")
+    return (e2e_latency(trace) - ttft(trace)) / (n - 1)
+
+
+def itl(trace: GenerationTrace) -> list[float]:
+    """Inter-token latencies: the gap between successive chunks, split evenly over the chunk's tokens.
+
+    A chunk carrying k tokens after a gap g contributes k values of g/k. Extra tokens that arrive
+    inside the *first* chunk have no measured gap and contribute nothing, so when every chunk holds
+    one token ``len(itl) == N_out − 1`` and ``sum(itl) == E2E − TTFT``.
+    """
+    gaps: list[float] = []
+    for (t_prev, _), (t, k) in zip(trace.chunks, trace.chunks[1:], strict=False):
+        if k <= 0:
+            continue
+        gaps.extend([(t - t_prev) / k] * k)
+    return gaps
+
+
+def prefill_tps(trace: GenerationTrace) -> float:
+    """Prefill tok/s of one request = N_prompt / TTFT (llama-bench ``pp`` on a single sequence)."""
+    return trace.n_prompt / ttft(trace)
+
+
+def decode_tps(trace: GenerationTrace) -> float:
+    """Decode tok/s of one request = (N_out − 1) / (E2E − TTFT) = 1 / TPOT.
+
+    The first output token comes out of the prefill pass; the remaining N_out − 1 each cost one
+    decode step, so this is tokens produced by decode steps per second of decode time.
+    """
+    return 1.0 / tpot(trace)
+
+
+def batch_prefill_tps(trace: BatchTrace) -> float:
+    """Batch prefill tok/s = batch × N_prompt / (t_first − t_send)."""
+    dt = trace.t_first - trace.t_send
+    if dt <= 0:
+        raise MetricError("non-positive prefill time")
+    return trace.batch * trace.n_prompt / dt
+
+
+def batch_decode_tps(trace: BatchTrace) -> float:
+    """Batch decode tok/s = Σ (N_out,i − 1) / (t_last − t_first)."""
+    dt = trace.t_last - trace.t_first
+    produced = sum(n - 1 for n in trace.n_out)
+    if dt <= 0 or produced <= 0:
+        raise MetricError("decode needs at least 2 output tokens per sequence")
+    return produced / dt
+
+
+def output_throughput(traces: list[GenerationTrace]) -> float:
+    """Output tok/s of concurrent requests = Σ N_out / (first send → last completion)."""
+    if not traces:
+        raise MetricError("no requests")
+    start = min(t.t_send for t in traces)
+    end = max(e2e_latency(t) + t.t_send for t in traces)
+    return sum(t.n_out for t in traces) / (end - start)
+
+
+def goodput(traces: list[GenerationTrace], ttft_slo: float | None, tpot_slo: float | None) -> float:
+    """Goodput = requests meeting every given SLO (TTFT ≤ ttft_slo, TPOT ≤ tpot_slo) per second
+    of the same window as :func:`output_throughput`. A request with N_out < 2 meets a TPOT SLO."""
+    if not traces:
+        raise MetricError("no requests")
+    good = 0
+    for t in traces:
+        ok = ttft_slo is None or ttft(t) <= ttft_slo
+        if ok and tpot_slo is not None and t.n_out > 1:
+            ok = tpot(t) <= tpot_slo
+        good += ok
+    start = min(t.t_send for t in traces)
+    end = max(e2e_latency(t) + t.t_send for t in traces)
+    return good / (end - start)
+
+
+def roofline_fraction(decode_tok_s: float, bytes_per_token: float, peak_bandwidth_bytes_s: float) -> float:
+    """Share of the memory-bandwidth limit reached: decode tok/s × bytes read per token ÷ peak bandwidth."""
+    return decode_tok_s * bytes_per_token / peak_bandwidth_bytes_s

@@ -1,0 +1,23 @@
+"""Where smallbench keeps things on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from platformdirs import user_cache_dir
+
+
+def cache_dir() -> Path:
+    """``$SMALLBENCH_CACHE`` if set, else the platform's user cache directory (``~/.cache/smallbench``)."""
+    env = os.environ.get("SMALLBENCH_CACHE")
+    return Path(env).expanduser() if env else Path(user_cache_dir("smallbench"))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,198 @@
+"""Result records: the versioned provenance schema, atomic writes, and ``load_results``.
+
+One JSON file per (model, backend, suite, settings, hardware) cell. A record joins what ran
+(model, backend, hardware, software, settings), what came out (metrics with statistics, and the
+raw samples they were computed from) and how it ended (status, error).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from smallbench.backends.base import BackendInfo
+from smallbench.errors import SmallbenchError
+from smallbench.hardware import HardwareInfo
+from smallbench.stats import Stats
+
+SCHEMA_VERSION = 1
+
+
+class ModelRecord(BaseModel):
+    id: str
+    source: str | None = None
+    revision: str | None = None
+    weights_sha256: str | None = None
+    builtin: bool = False
+    dummy: bool = False
+    params_total: int | None = None
+    params_active: int | None = None
+    dtype: str | None = None
+    quant: str | None = None
+
+
+class Metric(BaseModel):
+    name: str
+    unit: str
+    value: float
+    stats: Stats | None = None
+    higher_is_better: bool | None = None
+    #: Key into ``ResultRecord.samples`` holding the raw samples ``stats`` was computed from.
+    samples_key: str | None = None
+    #: Sweep coordinates of this value, e.g. ``{"batch_size": 4}``; become columns in ``load_results``.
+    labels: dict[str, Any] = Field(default_factory=dict)
+
+
+class LoadRecord(BaseModel):
+    seconds: float
+    rss_before_bytes: int
+    rss_after_bytes: int
+    rss_peak_bytes: int
+
+
+class ResultRecord(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    smallbench_version: str
+    cell_id: str
+    run_id: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    suite: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+    model: ModelRecord
+    backend: BackendInfo
+    hardware: HardwareInfo | None = None
+    software: dict[str, str] = Field(default_factory=dict)
+    load: LoadRecord | None = None
+    metrics: list[Metric] = Field(default_factory=list)
+    samples: dict[str, list[float]] = Field(default_factory=dict)
+    extra: dict[str, Any] = Field(default_factory=dict)
+    duration_s: float | None = None
+
+    def metric(self, name: str) -> Metric | None:
+        return next((m for m in self.metrics if m.name == name), None)
+
+
+_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{20,}")
+
+
+def redact(text: str) -> str:
+    """Remove anything shaped like a Hugging Face token."""
+    return _TOKEN_RE.sub("hf_***", text)
+
+
+def write_record(record: ResultRecord, path: Path) -> None:
+    """Write atomically: a reader sees the old file or the whole new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = redact(record.model_dump_json(indent=2)) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_record(path: Path) -> ResultRecord:
+    try:
+        return ResultRecord.model_validate_json(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValidationError, ValueError) as exc:
+        raise SmallbenchError(f"{path}: not a smallbench result record ({type(exc).__name__})") from exc
+
+
+def iter_record_files(path: str | os.PathLike) -> list[Path]:
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.exists():
+        raise SmallbenchError(f"no results at '{p}'")
+    return sorted(
+        f for f in p.rglob("*.json") if not any(part.startswith(".") for part in f.relative_to(p).parts)
+    )
+
+
+def read_records(path: str | os.PathLike = "results") -> list[ResultRecord]:
+    """Every valid record under ``path``; files that are not records are skipped with a warning."""
+    records = []
+    for f in iter_record_files(path):
+        try:
+            records.append(read_record(f))
+        except SmallbenchError as exc:
+            warnings.warn(str(exc), stacklevel=2)
+    return records
+
+
+
+
+def records_to_frame(records: list[ResultRecord]):
+    """Tidy table: one row per metric per cell (a failed cell is one row with no metric)."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        hw = r.hardware
+        base = {
+            "run_id": r.run_id,
+            "cell_id": r.cell_id,
+            "created_at": r.created_at,
+            "status": r.status,
+            "error": r.error,
+            "suite": r.suite,
+            "model": r.model.id,
+            "model_source": r.model.source,
+            "revision": r.model.revision,
+            "weights_sha256": r.model.weights_sha256,
+            "dummy": r.model.dummy,
+            "params_total": r.model.params_total,
+            "params_active": r.model.params_active,
+            "dtype": r.model.dtype,
+            "quant": r.model.quant,
+            "backend": r.backend.name,
+            "backend_version": r.backend.version,
+            "device": r.backend.device,
+            "hardware": hw.accelerator if hw else None,
+            "hardware_id": hw.fingerprint if hw else None,
+            "cpu_model": hw.cpu_model if hw else None,
+            "gpu": hw.gpus[0].name if hw and hw.gpus else None,
+            "settings": json.dumps(r.settings, sort_keys=True),
+        }
+        if not r.metrics:
+            rows.append({**base, "metric": None, "unit": None, "value": None})
+        for m in r.metrics:
+            row = {**base, **m.labels, "metric": m.name, "unit": m.unit, "value": m.value,
+                   "higher_is_better": m.higher_is_better}  # fmt: skip
+            if m.stats:
+                row.update(m.stats.model_dump())
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_results(path: str | os.PathLike = "results"):
+    """Load every result record under ``path`` (a folder or one file) into a tidy pandas DataFrame."""
+    return records_to_frame(read_records(path))
+
+
+def export(df, path: str | os.PathLike) -> Path:
+    """Write a results DataFrame as CSV or Parquet, chosen by the file's suffix."""
+    p = Path(path)
+    if p.suffix == ".csv":
+        df.to_csv(p, index=False)
+    elif p.suffix == ".parquet":
+        df.to_parquet(p, index=False)
+    else:
+        raise SmallbenchError(f"cannot export to '{p.name}': use a .csv or .parquet file name")
+    return p

@@ -1,0 +1,43 @@
+"""Latency of single streamed requests: TTFT, TPOT, ITL, E2E (definitions: smallbench.metrics)."""
+
+from __future__ import annotations
+
+import time
+
+from smallbench.backends.base import Backend
+from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, synthetic_prompt
+
+from smallbench import metrics as M
+
+
+class LatencySettings(SuiteSettings):
+    prompt_tokens: int = 128
+    gen_tokens: int = 64
+    warmup: int = 2
+    repeats: int = 10
+    cooldown_s: float = 0.0
+
+
+class LatencySuite(Suite):
+    name = "latency"
+    settings_model = LatencySettings
+
+    def run(self, backend: Backend, settings: LatencySettings, ctx: SuiteContext) -> SuiteResult:
+        s = settings
+        traces = []
+        for i in range(s.warmup + s.repeats):
+            prompt = synthetic_prompt(backend, s.prompt_tokens, s.seed + i)
+            trace = backend.stream(prompt, s.gen_tokens, ignore_eos=True)
+            if i >= s.warmup:
+                traces.append(trace)
+            if s.cooldown_s:
+                time.sleep(s.cooldown_s)
+        out = SuiteResult()
+        out.add("ttft", "s", [M.ttft(t) for t in traces], higher_is_better=False)
+        out.add("tpot", "s", [M.tpot(t) for t in traces], higher_is_better=False)
+        out.add("itl", "s", [g for t in traces for g in M.itl(t)], higher_is_better=False)
+        out.add("e2e_latency", "s", [M.e2e_latency(t) for t in traces], higher_is_better=False)
+        out.add("prefill_tok_s", "tok/s", [M.prefill_tps(t) for t in traces], higher_is_better=True)
+        out.add("decode_tok_s", "tok/s", [M.decode_tps(t) for t in traces], higher_is_better=True)
+        out.extra["output_tokens"] = [t.n_out for t in traces]
+        return out

@@ -1,0 +1,55 @@
+"""Memory: peak RSS of the process tree and, on GPU, NVML and torch CUDA peaks, sampled in the
+background while a fixed generation workload runs; peaks are reset at the start of every trial."""
+
+from __future__ import annotations
+
+from smallbench.backends.base import Backend
+from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, synthetic_prompt
+
+from smallbench.telemetry import MemorySampler
+
+
+class MemorySettings(SuiteSettings):
+    prompt_tokens: int = 512
+    gen_tokens: int = 128
+    batch_size: int = 1
+    warmup: int = 1
+    repeats: int = 3
+    interval_s: float = 0.01
+
+
+class MemorySuite(Suite):
+    name = "memory"
+    settings_model = MemorySettings
+
+    def run(self, backend: Backend, settings: MemorySettings, ctx: SuiteContext) -> SuiteResult:
+        s = settings
+        out = SuiteResult()
+        trials: dict[str, list[float]] = {}
+        timelines = []
+        for i in range(s.warmup + s.repeats):
+            prompts = [synthetic_prompt(backend, s.prompt_tokens, s.seed + 1000 * i + j) for j in range(s.batch_size)]
+            backend.reset_peak_memory()
+            with MemorySampler(interval=s.interval_s) as sampler:
+                backend.generate_batch(prompts, s.gen_tokens, ignore_eos=True)
+            if i < s.warmup:
+                continue
+            p = sampler.peaks
+            got = {
+                "peak_rss_bytes": p.rss_peak_bytes,
+                "workload_rss_delta_bytes": p.rss_peak_bytes - p.rss_start_bytes,
+                "nvml_process_peak_bytes": p.nvml_process_peak_bytes,
+                "nvml_device_peak_bytes": p.nvml_device_peak_bytes,
+                **backend.memory_stats(),
+            }
+            for k, v in got.items():
+                if v is not None:
+                    trials.setdefault(k, []).append(float(v))
+            timelines.append(p.timeline)
+        for k, v in trials.items():
+            out.add(k, "bytes", v, higher_is_better=False)
+        load = ctx.load
+        out.add_value("load_rss_delta_bytes", "bytes", load.rss_after_bytes - load.rss_before_bytes, False)
+        out.add_value("load_peak_rss_bytes", "bytes", load.rss_peak_bytes, False)
+        out.extra["timeline_last_trial"] = timelines[-1] if timelines else []
+        return out

@@ -1,0 +1,60 @@
+"""Offline throughput: prefill and decode tok/s over a list of batch sizes (llama-bench pp/tg)."""
+
+from __future__ import annotations
+
+from pydantic import model_validator
+from smallbench.backends.base import Backend
+from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, synthetic_prompt
+
+from smallbench import metrics as M
+
+#: Standard shapes: name → (prompt tokens, generated tokens, batch sizes).
+PRESETS: dict[str, tuple[int, int, list[int]]] = {
+    "pp512/tg128": (512, 128, [1]),
+    "b1/256in/64out": (256, 64, [1]),
+}
+
+
+class ThroughputSettings(SuiteSettings):
+    preset: str | None = "pp512/tg128"
+    prompt_tokens: int | None = None
+    gen_tokens: int | None = None
+    batch_sizes: list[int] | None = None
+    warmup: int = 1
+    repeats: int = 3
+
+    @model_validator(mode="after")
+    def _apply_preset(self):
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise ValueError(f"unknown preset '{self.preset}'; choose from: {', '.join(PRESETS)}")
+            pp, tg, bs = PRESETS[self.preset]
+            self.prompt_tokens = self.prompt_tokens or pp
+            self.gen_tokens = self.gen_tokens or tg
+            self.batch_sizes = self.batch_sizes or bs
+        self.prompt_tokens = self.prompt_tokens or 512
+        self.gen_tokens = self.gen_tokens or 128
+        self.batch_sizes = self.batch_sizes or [1]
+        if self.gen_tokens < 2:
+            raise ValueError("gen_tokens must be at least 2 to measure decode")
+        return self
+
+
+class ThroughputSuite(Suite):
+    name = "throughput"
+    settings_model = ThroughputSettings
+
+    def run(self, backend: Backend, settings: ThroughputSettings, ctx: SuiteContext) -> SuiteResult:
+        s = settings
+        out = SuiteResult()
+        for b in s.batch_sizes:
+            prefill, decode = [], []
+            for i in range(s.warmup + s.repeats):
+                prompts = [synthetic_prompt(backend, s.prompt_tokens, s.seed + 1000 * i + j) for j in range(b)]
+                trace = backend.generate_batch(prompts, s.gen_tokens, ignore_eos=True)
+                if i >= s.warmup:
+                    prefill.append(M.batch_prefill_tps(trace))
+                    decode.append(M.batch_decode_tps(trace))
+            out.add("prefill_tok_s", "tok/s", prefill, higher_is_better=True, batch_size=b)
+            out.add("decode_tok_s", "tok/s", decode, higher_is_better=True, batch_size=b)
+        return out

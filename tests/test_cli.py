@@ -1,0 +1,90 @@
+"""The command line as a user drives it: the main job, resume, bad input, reports."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from smallbench import load_results
+from tests.conftest import run_cli
+
+SMALL = ["--prompt-tokens", "16", "--gen-tokens", "8", "--repeats", "3", "--warmup", "1"]
+
+
+@pytest.fixture(scope="module")
+def main_run(tmp_path_factory, tiny_path):
+    cwd = tmp_path_factory.mktemp("run")
+    res = run_cli("run", "--model", "tiny-llama", "--backend", "transformers", *SMALL, cwd=cwd)
+    return cwd, res
+
+
+def test_main_job_prints_table_and_writes_loadable_records(main_run):
+    cwd, res = main_run
+    assert res.returncode == 0, res.stderr
+    for col in ("TTFT ms", "TPOT ms", "decode tok/s", "peak RSS MiB"):
+        assert col in res.stdout
+    assert "tiny-llama" in res.stdout and "transformers" in res.stdout
+    files = sorted((cwd / "results").glob("*.json"))
+    assert len(files) == 3
+    df = load_results(cwd / "results")
+    assert set(df["suite"]) == {"latency", "throughput", "memory"}
+    assert (df["status"] == "ok").all()
+    ttft = df[(df.suite == "latency") & (df.metric == "ttft")].iloc[0]
+    assert 0 < ttft["value"] < 5 and ttft["n"] == 3
+    assert df["weights_sha256"].nunique() == 1 and df["weights_sha256"].iloc[0]
+    decode = df[(df.suite == "throughput") & (df.metric == "decode_tok_s")].iloc[0]
+    assert decode["batch_size"] == 1 and decode["value"] > 0
+    rec = json.loads(files[0].read_text())
+    assert rec["schema_version"] == 1 and rec["hardware"]["cpu_model"] and rec["software"]["torch"]
+
+
+def test_rerun_reuses_finished_cells_and_force_reruns(main_run):
+    cwd, _ = main_run
+    before = {p: p.stat().st_mtime_ns for p in (cwd / "results").glob("*.json")}
+    res = run_cli("run", *SMALL, cwd=cwd)
+    assert res.returncode == 0 and res.stderr.count("reused") == 3
+    assert before == {p: p.stat().st_mtime_ns for p in (cwd / "results").glob("*.json")}
+    res = run_cli("run", "--suite", "latency", "--force", *SMALL, cwd=cwd)
+    assert res.returncode == 0 and "reused" not in res.stderr
+
+
+def test_report_exports(main_run):
+    cwd, _ = main_run
+    assert run_cli("report", "results", "--format", "csv", "--out", "r.csv", cwd=cwd).returncode == 0
+    assert run_cli("report", "results", "--format", "parquet", "--out", "r.parquet", cwd=cwd).returncode == 0
+    csv, pq = pd.read_csv(cwd / "r.csv"), pd.read_parquet(cwd / "r.parquet")
+    assert len(csv) == len(pq) == len(load_results(cwd / "results"))
+    table = run_cli("report", "results", cwd=cwd)
+    assert table.returncode == 0 and "TTFT ms" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--backend", "nosuch"], ["nosuch", "transformers"]),
+        (["--model", "nosuch/model"], ["nosuch/model", "tiny-llama"]),
+        (["--suite", "nosuch"], ["nosuch", "latency", "throughput", "memory"]),
+        (["--preset", "pp1/tg1"], ["pp1/tg1", "pp512/tg128"]),
+        (["--batch-sizes", "1,x"], ["--batch-sizes"]),
+        (["--model", "./no/such/dir"], ["./no/such/dir"]),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, args, names):
+    res = run_cli("run", *args, cwd=tmp_path, timeout=120)
+    assert res.returncode == 2
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert "Traceback" not in res.stderr + res.stdout
+    for n in names:
+        assert n in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_list_and_env(tmp_path):
+    for what in ("models", "backends", "suites"):
+        res = run_cli("list", what, cwd=tmp_path)
+        assert res.returncode == 0 and res.stdout.strip()
+    bad = run_cli("list", "nothing", cwd=tmp_path)
+    assert bad.returncode == 2 and "models, backends, suites" in bad.stderr
+    env = run_cli("env", cwd=tmp_path)
+    assert env.returncode == 0 and "cpu_model" in env.stdout

@@ -1,0 +1,31 @@
+import pytest
+
+from smallbench.hardware import hardware_info, nvml_gpus, software_versions
+from smallbench.telemetry import MemorySampler
+
+
+def test_fingerprint_is_stable_and_sane():
+    a, b = hardware_info(), hardware_info()
+    assert a.fingerprint == b.fingerprint and len(a.fingerprint) == 12
+    assert a.ram_bytes > 2**30 and a.cpu_model and a.cpu_threads >= 1
+    v = software_versions()
+    assert v["python"].startswith("3.") and "torch" in v
+
+
+def test_memory_sampler_sees_an_allocation():
+    with MemorySampler(interval=0.005) as s:
+        block = bytearray(200 * 2**20)
+        block[:: 4096] = b"x" * len(block[:: 4096])  # touch every page so it is resident
+        import time
+
+        time.sleep(0.05)
+    assert s.peaks.rss_peak_bytes - s.peaks.rss_start_bytes > 150 * 2**20
+    assert s.peaks.timeline
+    del block
+
+
+@pytest.mark.skipif(not nvml_gpus(), reason="needs an NVIDIA GPU and driver (NVML); none on this machine")
+def test_nvml_gpu_fields():
+    g = nvml_gpus()[0]
+    assert g.memory_total_bytes > 0 and g.driver_version
+    assert g.peak_bandwidth_bytes_s is None or g.peak_bandwidth_bytes_s > 1e11

@@ -1,0 +1,63 @@
+"""Isolation: a cell that dies or hangs costs only itself."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from smallbench import load_results
+
+ARGS = ["--prompt-tokens", "16", "--gen-tokens", "8", "--warmup", "1"]
+
+
+def _cell_processes(parent: psutil.Process) -> list[psutil.Process]:
+    out = []
+    for p in parent.children(recursive=True):
+        try:
+            if "smallbench.cell" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
+
+
+def test_killed_cell_becomes_failed_record_and_run_completes(tmp_path, tiny_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smallbench.cli", "run", "--suite", "latency,memory", "--repeats", "300", *ARGS],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    parent = psutil.Process(proc.pid)
+    deadline = time.time() + 120
+    victim = None
+    while victim is None and time.time() < deadline:
+        cells = _cell_processes(parent)
+        victim = cells[0] if cells else None
+        time.sleep(0.2)
+    assert victim is not None, "no cell process appeared"
+    time.sleep(1.0)
+    os.kill(victim.pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in out + err
+    df = load_results(tmp_path / "results")
+    by_suite = df.groupby("suite")["status"].first().to_dict()
+    assert by_suite == {"latency": "failed", "memory": "ok"}
+    error = df[df.suite == "latency"]["error"].iloc[0]
+    assert "killed by signal SIGKILL" in error
+
+
+def test_hanging_cell_times_out_and_leaves_no_process(tmp_path, tiny_path):
+    res = subprocess.run(
+        [sys.executable, "-m", "smallbench.cli", "run", "--suite", "latency", "--repeats", "100000",
+         "--timeout", "8", *ARGS],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 1
+    df = load_results(tmp_path / "results")
+    assert df["status"].tolist() == ["failed"]
+    assert "timed out after 8 s" in df["error"].iloc[0]
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if "smallbench.cell" in " ".join(p.info["cmdline"] or [])]
+    assert leftovers == []
