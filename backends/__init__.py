@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 
 from smallbench.backends.base import Backend, BackendInfo, Capabilities, LoadedModelInfo, LoadSpec
-
 from smallbench.errors import SmallbenchError
 
 _REGISTRY: dict[str, str] = {

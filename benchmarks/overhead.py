@@ -18,11 +18,11 @@ import statistics
 import time
 
 import torch
-from smallbench.backends import LoadSpec, get_backend_class
-from smallbench.suites.base import synthetic_prompt
 
 from smallbench import models
+from smallbench.backends import LoadSpec, get_backend_class
 from smallbench.hardware import hardware_info
+from smallbench.suites.base import synthetic_prompt
 
 
 def main() -> None:

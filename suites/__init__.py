@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from smallbench.errors import SmallbenchError
 from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings
 from smallbench.suites.latency import LatencySuite
 from smallbench.suites.memory import MemorySuite
 from smallbench.suites.throughput import ThroughputSuite
-
-from smallbench.errors import SmallbenchError
 
 _REGISTRY: dict[str, type[Suite]] = {s.name: s for s in (LatencySuite, ThroughputSuite, MemorySuite)}
 DEFAULT_SUITES = ["latency", "throughput", "memory"]

@@ -7,13 +7,14 @@ traces into numbers with :mod:`smallbench.metrics` and :mod:`smallbench.stats`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
-from smallbench.backends.base import Backend, LoadedModelInfo
+from pydantic import BaseModel, ConfigDict, Field
 
+from smallbench.backends.base import Backend, LoadedModelInfo
 from smallbench.results import LoadRecord, Metric
 from smallbench.stats import summarize
 
@@ -23,6 +24,13 @@ class SuiteSettings(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     seed: int = 0
+    warmup: int = Field(1, ge=0)
+    repeats: int = Field(3, ge=1)
+
+    def trials(self) -> Iterator[tuple[int, bool]]:
+        """(trial index, measured?) for the warm-up trials (not measured) then the measured ones."""
+        for i in range(self.warmup + self.repeats):
+            yield i, i >= self.warmup
 
 
 @dataclass

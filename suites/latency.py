@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import time
 
-from smallbench.backends.base import Backend
-from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, synthetic_prompt
+from pydantic import Field
 
 from smallbench import metrics as M
+from smallbench.backends.base import Backend
+from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, synthetic_prompt
 
 
 class LatencySettings(SuiteSettings):
     prompt_tokens: int = 128
     gen_tokens: int = 64
-    warmup: int = 2
-    repeats: int = 10
+    warmup: int = Field(2, ge=0)
+    repeats: int = Field(10, ge=1)
     cooldown_s: float = 0.0
 
 
@@ -25,10 +26,9 @@ class LatencySuite(Suite):
     def run(self, backend: Backend, settings: LatencySettings, ctx: SuiteContext) -> SuiteResult:
         s = settings
         traces = []
-        for i in range(s.warmup + s.repeats):
-            prompt = synthetic_prompt(backend, s.prompt_tokens, s.seed + i)
-            trace = backend.stream(prompt, s.gen_tokens, ignore_eos=True)
-            if i >= s.warmup:
+        for i, measured in s.trials():
+            trace = backend.stream(synthetic_prompt(backend, s.prompt_tokens, s.seed + i), s.gen_tokens)
+            if measured:
                 traces.append(trace)
             if s.cooldown_s:
                 time.sleep(s.cooldown_s)

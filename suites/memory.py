@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from smallbench.backends.base import Backend
 from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, synthetic_prompt
-
 from smallbench.telemetry import MemorySampler
 
 
@@ -13,8 +12,6 @@ class MemorySettings(SuiteSettings):
     prompt_tokens: int = 512
     gen_tokens: int = 128
     batch_size: int = 1
-    warmup: int = 1
-    repeats: int = 3
     interval_s: float = 0.01
 
 
@@ -27,12 +24,12 @@ class MemorySuite(Suite):
         out = SuiteResult()
         trials: dict[str, list[float]] = {}
         timelines = []
-        for i in range(s.warmup + s.repeats):
+        for i, measured in s.trials():
             prompts = [synthetic_prompt(backend, s.prompt_tokens, s.seed + 1000 * i + j) for j in range(s.batch_size)]
             backend.reset_peak_memory()
             with MemorySampler(interval=s.interval_s) as sampler:
                 backend.generate_batch(prompts, s.gen_tokens, ignore_eos=True)
-            if i < s.warmup:
+            if not measured:
                 continue
             p = sampler.peaks
             got = {

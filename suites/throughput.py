@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pydantic import model_validator
-from smallbench.backends.base import Backend
-from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, synthetic_prompt
 
 from smallbench import metrics as M
+from smallbench.backends.base import Backend
+from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, synthetic_prompt
 
 #: Standard shapes: name → (prompt tokens, generated tokens, batch sizes).
 PRESETS: dict[str, tuple[int, int, list[int]]] = {
@@ -20,8 +20,6 @@ class ThroughputSettings(SuiteSettings):
     prompt_tokens: int | None = None
     gen_tokens: int | None = None
     batch_sizes: list[int] | None = None
-    warmup: int = 1
-    repeats: int = 3
 
     @model_validator(mode="after")
     def _apply_preset(self):
@@ -49,10 +47,10 @@ class ThroughputSuite(Suite):
         out = SuiteResult()
         for b in s.batch_sizes:
             prefill, decode = [], []
-            for i in range(s.warmup + s.repeats):
+            for i, measured in s.trials():
                 prompts = [synthetic_prompt(backend, s.prompt_tokens, s.seed + 1000 * i + j) for j in range(b)]
                 trace = backend.generate_batch(prompts, s.gen_tokens, ignore_eos=True)
-                if i >= s.warmup:
+                if measured:
                     prefill.append(M.batch_prefill_tps(trace))
                     decode.append(M.batch_decode_tps(trace))
             out.add("prefill_tok_s", "tok/s", prefill, higher_is_better=True, batch_size=b)

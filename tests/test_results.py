@@ -4,8 +4,8 @@ import warnings
 
 import pandas as pd
 import pytest
-from smallbench.backends import BackendInfo
 
+from smallbench.backends import BackendInfo
 from smallbench.errors import SmallbenchError
 from smallbench.hardware import hardware_info
 from smallbench.results import (

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from smallbench.backends import LoadSpec, get_backend_class
 from smallbench.suites.base import synthetic_prompt
 
