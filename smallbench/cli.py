@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -121,9 +122,11 @@ def _metric(records, name: str, **labels):
 
 def summary_table(records) -> Table:
     """One row per (model, backend): median TTFT, TPOT, decode tok/s at batch 1, peak memory."""
-    table = Table(title="smallbench summary (medians)")
-    for col in ("model", "backend", "device", "TTFT ms", "TPOT ms", "decode tok/s", "peak RSS MiB", "status"):
-        table.add_column(col, justify="right" if col[0].isupper() or "tok" in col or "RSS" in col else "left")
+    table = Table(title="smallbench summary (medians)", box=box.SIMPLE_HEAD)
+    for col in ("model", "backend", "device", "status"):
+        table.add_column(col, no_wrap=True)
+    for col in ("TTFT ms", "TPOT ms", "decode tok/s", "peak RSS MiB"):
+        table.add_column(col, justify="right", min_width=max(len(w) for w in col.split()))
     groups: dict[tuple[str, str], list] = {}
     for r in records:
         groups.setdefault((r.model.id, r.backend.name), []).append(r)
@@ -140,9 +143,8 @@ def summary_table(records) -> Table:
         device = next((r.backend.device for r in ok if r.backend.device), "—")
         failed = len(recs) - len(ok)
         table.add_row(
-            model, backend, device,
-            fmt(_metric(ok, "ttft"), 1e3, 2), fmt(_metric(ok, "tpot"), 1e3, 2), fmt(decode),
-            fmt(peak, 1 / 2**20), "ok" if not failed else f"{failed} failed",
+            model, backend, device, "ok" if not failed else f"{failed} failed",
+            fmt(_metric(ok, "ttft"), 1e3, 2), fmt(_metric(ok, "tpot"), 1e3, 2), fmt(decode), fmt(peak, 1 / 2**20),
         )  # fmt: skip
     return table
 

@@ -37,9 +37,6 @@ REGISTRY: dict[str, RegisteredModel] = {
     ]
 }  # fmt: skip
 
-DEFAULT_MODEL = "tiny-llama"
-
-
 @dataclass(frozen=True)
 class ResolvedModel:
     id: str  # what the user asked for
@@ -47,10 +44,6 @@ class ResolvedModel:
     revision: str | None
     builtin: bool
     weights_sha256: str | None  # content hash of the weights where known without a download
-
-
-def model_names() -> list[str]:
-    return list(REGISTRY)
 
 
 def resolve(model_id: str, revision: str | None = None, progress=None) -> ResolvedModel:

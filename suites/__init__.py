@@ -9,7 +9,6 @@ from smallbench.suites.memory import MemorySuite
 from smallbench.suites.throughput import ThroughputSuite
 
 _REGISTRY: dict[str, type[Suite]] = {s.name: s for s in (LatencySuite, ThroughputSuite, MemorySuite)}
-DEFAULT_SUITES = ["latency", "throughput", "memory"]
 
 
 def suite_names() -> list[str]:
@@ -22,4 +21,4 @@ def get_suite(name: str) -> Suite:
     return _REGISTRY[name]()
 
 
-__all__ = ["Suite", "SuiteContext", "SuiteResult", "SuiteSettings", "get_suite", "suite_names", "DEFAULT_SUITES"]
+__all__ = ["Suite", "SuiteContext", "SuiteResult", "SuiteSettings", "get_suite", "suite_names"]
