@@ -222,7 +222,7 @@ class TransformersBackend(Backend):
             whole = (ctx + cont)[-(max_len + 1) :]
             prepared.append((i, whole[:-1], cont))
         prepared.sort(key=lambda r: -len(r[1]))
-        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        results: dict[int, tuple[float, bool]] = {}
         pad = self.tokenizer.pad_token_id or 0
         with torch.inference_mode():
             for b in range(0, len(prepared), self.batch_size):
@@ -241,7 +241,7 @@ class TransformersBackend(Backend):
                     score = lp.gather(1, target[:, None]).sum().item()
                     greedy = bool((lp.argmax(dim=-1) == target).all())
                     results[idx] = (score, greedy)
-        return [r for r in results if r is not None]
+        return [results[i] for i in range(len(requests))]
 
     # -- self-description --------------------------------------------------------------------
     def describe(self) -> BackendInfo:

@@ -70,15 +70,14 @@ def run(
     for b in backends:
         if (why := get_backend_class(b).missing()) is not None:
             raise SmallbenchError(why)
-    for s in suites:
-        get_suite(s)
     settings = {k: v for k, v in {
         "preset": preset, "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
         "batch_sizes": _ints(batch_sizes, "--batch-sizes"), "repeats": repeats, "warmup": warmup,
     }.items() if v is not None}  # fmt: skip
-    for s in suites:  # validate settings up front: one line, before any cell starts
+    for s in suites:  # validate names and settings up front: one line, before any cell starts
+        suite_obj = get_suite(s)
         try:
-            get_suite(s).settings(settings)
+            suite_obj.settings(settings)
         except ValueError as exc:
             msg = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
             raise SmallbenchError(f"invalid settings for suite '{s}': {msg}") from None
