@@ -107,6 +107,19 @@ class Backend(ABC):
     @abstractmethod
     def vocab_size(self) -> int: ...
 
+    @property
+    @abstractmethod
+    def bos_token_id(self) -> int | None: ...
+
+    @property
+    @abstractmethod
+    def eos_token_id(self) -> int | None: ...
+
+    @property
+    @abstractmethod
+    def max_context(self) -> int:
+        """Longest token sequence the loaded model accepts."""
+
     # -- work --------------------------------------------------------------------------------
     @abstractmethod
     def stream(self, prompt_ids: list[int], max_new_tokens: int, ignore_eos: bool = True) -> GenerationTrace:
@@ -126,8 +139,24 @@ class Backend(ABC):
     def loglikelihood(self, requests: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """For each (context ids, continuation ids): (Σ log p(continuation | context), is greedy).
 
-        Context must hold at least one token (callers prepend BOS where a task has none).
+        Context must hold at least one token (callers prepend BOS where a task has none). A
+        sequence longer than :attr:`max_context` + 1 is cut from the left, as lm-eval does.
+        Requests often share a context (one question, several answers): a backend that can reuse
+        the context's computation should.
         """
+
+    def generate_until(self, prompts: list[list[int]], max_new_tokens: int, stop: list[str]) -> list[str]:
+        """Greedy continuation text for each prompt, cut before the first of ``stop`` (or EOS).
+
+        This default streams one prompt at a time; backends that batch override it.
+        """
+        out = []
+        for prompt in prompts:
+            ids = self.stream(prompt, max_new_tokens, ignore_eos=False).token_ids
+            if self.eos_token_id in ids:
+                ids = ids[: ids.index(self.eos_token_id)]
+            out.append(cut_at_stop(self.detokenize(ids), stop))
+        return out
 
     # -- self-description --------------------------------------------------------------------
     @abstractmethod
@@ -139,3 +168,11 @@ class Backend(ABC):
 
     def reset_peak_memory(self) -> None:  # noqa: B027 - optional hook
         """Reset the backend-side peak counters reported by :meth:`memory_stats`."""
+
+
+def cut_at_stop(text: str, stop: list[str]) -> str:
+    """``text`` up to (not including) the earliest occurrence of any stop string."""
+    for s in stop:
+        if s:
+            text = text.split(s, 1)[0]
+    return text

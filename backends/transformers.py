@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from smallbench.backends.base import Backend, BackendInfo, Capabilities, LoadedModelInfo, LoadSpec
+from smallbench.backends.base import Backend, BackendInfo, Capabilities, LoadedModelInfo, LoadSpec, cut_at_stop
 from smallbench.errors import SmallbenchError
 from smallbench.metrics import BatchTrace, GenerationTrace
 
@@ -92,6 +92,8 @@ class TransformersBackend(Backend):
         self.dtype = "float32"
         self.spec: LoadSpec | None = None
         self.batch_size = 16
+        self.share_context = True
+        self._max_context = 2048
 
     # -- lifecycle ---------------------------------------------------------------------------
     def import_library(self) -> None:
@@ -107,6 +109,7 @@ class TransformersBackend(Backend):
         if "threads" in opts:
             torch.set_num_threads(int(opts.pop("threads")))
         self.batch_size = int(opts.pop("batch_size", self.batch_size))
+        self.share_context = bool(opts.pop("share_context", self.share_context))
         common = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
         config = AutoConfig.from_pretrained(spec.source, **common)
         self.device = resolve_device(spec.device)
@@ -123,12 +126,13 @@ class TransformersBackend(Backend):
         self.model = model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self._max_context = _max_context(config, self.tokenizer)
         total = sum(p.numel() for p in model.parameters())
         return LoadedModelInfo(
             params_total=total,
             params_active=_active_params(model, config, total),
             dtype=self.dtype,
-            max_context=getattr(config, "max_position_embeddings", None),
+            max_context=self._max_context,
             vocab_size=getattr(config, "vocab_size", None),
         )
 
@@ -153,6 +157,18 @@ class TransformersBackend(Backend):
     @property
     def vocab_size(self) -> int:
         return min(len(self.tokenizer), self.model.config.vocab_size)
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return self.tokenizer.bos_token_id
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def max_context(self) -> int:
+        return self._max_context
 
     # -- work --------------------------------------------------------------------------------
     def _generation_config(self, max_new_tokens: int, ignore_eos: bool):
@@ -208,40 +224,106 @@ class TransformersBackend(Backend):
         )
 
     def loglikelihood(self, requests: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        """Score continuations in length-sorted, right-padded batches; the model sees
-        ``(context + continuation)[:-1]`` cut from the left to the model's context length."""
+        """Requests that share a context (a question and its answer choices) run the context once and
+        score every continuation from its KV cache; the rest run as length-sorted, right-padded
+        batches of ``(context + continuation)[:-1]``, cut from the left to the model's context length
+        (lm-eval's HFLM layout)."""
         import torch
 
-        max_len = getattr(self.model.config, "max_position_embeddings", None) or 2048
-        prepared = []
+        for ctx, cont in requests:
+            if not ctx or not cont:
+                raise ValueError("loglikelihood needs a non-empty context (prepend BOS) and continuation")
+        groups: dict[tuple[int, ...], list[int]] = {}
         for i, (ctx, cont) in enumerate(requests):
-            if not ctx:
-                raise ValueError("loglikelihood needs a non-empty context (prepend BOS)")
-            if not cont:
-                raise ValueError("loglikelihood needs a non-empty continuation")
-            whole = (ctx + cont)[-(max_len + 1) :]
+            if len(ctx) > 1 and len(ctx) + len(cont) <= self.max_context:  # a lone BOS is not worth a cache
+                groups.setdefault(tuple(ctx), []).append(i)
+        shared = [idx for idx in groups.values() if len(idx) > 1] if self.share_context else []
+        in_shared = {i for idx in shared for i in idx}
+        results: dict[int, tuple[float, bool]] = {}
+        with torch.inference_mode():
+            self._score_shared(requests, shared, results)
+            self._score_plain(requests, [i for i in range(len(requests)) if i not in in_shared], results)
+        return [results[i] for i in range(len(requests))]
+
+    def _score_plain(self, requests, indices: list[int], results: dict) -> None:
+        prepared = []
+        for i in indices:
+            ctx, cont = requests[i]
+            whole = (ctx + cont)[-(self.max_context + 1) :]
             prepared.append((i, whole[:-1], cont))
         prepared.sort(key=lambda r: -len(r[1]))
-        results: dict[int, tuple[float, bool]] = {}
-        pad = self.tokenizer.pad_token_id or 0
+        for b in range(0, len(prepared), self.batch_size):
+            chunk = prepared[b : b + self.batch_size]
+            ids, mask = self._pad([inp for _, inp, _ in chunk], left=False)
+            logits = self.model(input_ids=ids, attention_mask=mask).logits
+            for row, (idx, inp, cont) in enumerate(chunk):
+                results[idx] = _score(logits[row, len(inp) - len(cont) : len(inp)], cont)
+
+    def _score_shared(self, requests, groups: list[list[int]], results: dict) -> None:
+        """One forward pass over a batch of distinct contexts (left-padded), then one over all their
+        continuations, each row reading its context's KV cache."""
+        import torch
+
+        groups = sorted(groups, key=lambda g: -len(requests[g[0]][0]))
+        per_batch = max(1, self.batch_size // 2)
+        for b in range(0, len(groups), per_batch):
+            chunk = groups[b : b + per_batch]
+            ctx_ids, ctx_mask = self._pad([requests[g[0]][0] for g in chunk], left=True)
+            out = self.model(input_ids=ctx_ids, attention_mask=ctx_mask, position_ids=_positions(ctx_mask),
+                             use_cache=True)  # fmt: skip
+            first = out.logits[:, -1]  # predicts each continuation's first token
+            rows = [(gi, i) for gi, g in enumerate(chunk) for i in g]
+            tails = [requests[i][1][:-1] for _, i in rows]
+            width = max(len(t) for t in tails)
+            tail_logits = None
+            if width:
+                cache = out.past_key_values
+                row_group = torch.tensor([gi for gi, _ in rows], device=self.device)
+                cache.reorder_cache(row_group)
+                ids, mask = self._pad([t or [0] for t in tails], left=False, width=width)
+                mask[[r for r, t in enumerate(tails) if not t]] = 0  # one-token continuation: a masked dummy
+                full_mask = torch.cat([ctx_mask[row_group], mask], dim=1)
+                pos = _positions(full_mask)[:, -width:]
+                tail_logits = self.model(input_ids=ids, attention_mask=full_mask, position_ids=pos,
+                                         past_key_values=cache, use_cache=True).logits  # fmt: skip
+            for r, (gi, i) in enumerate(rows):
+                cont = requests[i][1]
+                steps = first[gi : gi + 1]
+                if len(cont) > 1:
+                    steps = torch.cat([steps, tail_logits[r, : len(cont) - 1]], dim=0)
+                results[i] = _score(steps, cont)
+
+    def _pad(self, seqs: list[list[int]], left: bool, width: int | None = None):
+        import torch
+
+        width = width or max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, seq in enumerate(seqs):
+            span = slice(width - len(seq), width) if left else slice(0, len(seq))
+            ids[row, span] = torch.tensor(seq)
+            mask[row, span] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def generate_until(self, prompts: list[list[int]], max_new_tokens: int, stop: list[str]) -> list[str]:
+        """Batches of left-padded prompts through ``generate()``, stopping on ``stop`` strings or EOS."""
+        import torch
+
+        cfg = self._generation_config(max_new_tokens, ignore_eos=False)
+        cfg.stop_strings = [s for s in stop if s] or None
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        out: dict[int, str] = {}
         with torch.inference_mode():
-            for b in range(0, len(prepared), self.batch_size):
-                chunk = prepared[b : b + self.batch_size]
-                width = len(chunk[0][1])
-                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for row, (_, inp, _) in enumerate(chunk):
-                    ids[row, : len(inp)] = torch.tensor(inp)
-                    mask[row, : len(inp)] = 1
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                for row, (idx, inp, cont) in enumerate(chunk):
-                    n = len(cont)
-                    lp = torch.log_softmax(logits[row, len(inp) - n : len(inp)].float(), dim=-1)
-                    target = torch.tensor(cont, device=lp.device)
-                    score = lp.gather(1, target[:, None]).sum().item()
-                    greedy = bool((lp.argmax(dim=-1) == target).all())
-                    results[idx] = (score, greedy)
-        return [results[i] for i in range(len(requests))]
+            for b in range(0, len(order), self.batch_size):
+                chunk = order[b : b + self.batch_size]
+                ids, mask = self._pad([prompts[i] for i in chunk], left=True)
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg,
+                                          tokenizer=self.tokenizer)  # fmt: skip
+                for row, i in enumerate(chunk):
+                    new = gen[row, ids.shape[1] :].tolist()
+                    text = self.tokenizer.decode(new, skip_special_tokens=True)
+                    out[i] = cut_at_stop(text, stop)
+        return [out[i] for i in range(len(prompts))]
 
     # -- self-description --------------------------------------------------------------------
     def describe(self) -> BackendInfo:
@@ -276,6 +358,20 @@ class TransformersBackend(Backend):
             torch.cuda.reset_peak_memory_stats()
 
 
+def _score(logits, cont: list[int]) -> tuple[float, bool]:
+    """(Σ log p(cont), greedy?) from the logits at the positions that predict ``cont``."""
+    import torch
+
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    target = torch.tensor(cont, device=lp.device)
+    return lp.gather(1, target[:, None]).sum().item(), bool((lp.argmax(dim=-1) == target).all())
+
+
+def _positions(mask):
+    """Position ids for a (left- or right-) padded attention mask: 0.. over the real tokens."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def _length_until_eos(tokens: list[int], eos: int | None) -> int:
     """Number of tokens up to and including the first ``eos`` (all of them when ``eos`` is None)."""
     if eos is not None and eos in tokens:
@@ -292,3 +388,13 @@ def _active_params(model, config, total: int) -> int:
         return total
     expert = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
     return int(total - expert + expert * k / n_exp)
+
+
+def _max_context(config, tokenizer, default: int = 2048) -> int:
+    """The model's context length, looked up the way lm-eval's HFLM does (text config first)."""
+    for cfg in (getattr(config, "text_config", None), config):
+        for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+            if cfg is not None and getattr(cfg, attr, None):
+                return int(getattr(cfg, attr))
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if limit and limit < 10**9 else default

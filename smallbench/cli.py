@@ -56,6 +56,12 @@ def run(
     batch_sizes: Annotated[str | None, typer.Option(help="Throughput batch sizes, comma list.")] = None,
     repeats: Annotated[int | None, typer.Option(help="Measured repetitions per suite.")] = None,
     warmup: Annotated[int | None, typer.Option(help="Warm-up repetitions (excluded).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for prompts / few-shot sampling.")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Accuracy tasks, comma list (smallbench list tasks).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Accuracy data: local HF-format files, no Hub.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Accuracy: documents per task.")] = None,
+    num_fewshot: Annotated[int | None, typer.Option(help="Accuracy: few-shot examples (default: the task's).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Backend batch size for scoring / generation.")] = None,
 ) -> None:
     """Run every (model × backend × suite) cell, each in its own process, and print a summary."""
     from smallbench import models as model_registry
@@ -72,18 +78,24 @@ def run(
             raise SmallbenchError(why)
     settings = {k: v for k, v in {
         "preset": preset, "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
-        "batch_sizes": _ints(batch_sizes, "--batch-sizes"), "repeats": repeats, "warmup": warmup,
+        "batch_sizes": _ints(batch_sizes, "--batch-sizes"), "repeats": repeats, "warmup": warmup, "seed": seed,
+        "tasks": _split(tasks) if tasks is not None else None, "data_dir": str(data_dir) if data_dir else None,
+        "limit": limit, "num_fewshot": num_fewshot,
     }.items() if v is not None}  # fmt: skip
     for s in suites:  # validate names and settings up front: one line, before any cell starts
         suite_obj = get_suite(s)
         try:
-            suite_obj.settings(settings)
+            suite_settings = suite_obj.settings(settings)
         except ValueError as exc:
             msg = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
             raise SmallbenchError(f"invalid settings for suite '{s}': {msg}") from None
+        suite_obj.preflight(suite_settings)
     load = {"device": device, "dtype": dtype, "dummy": dummy, "trust_remote_code": trust_remote_code}
-    if threads:
-        load["options"] = {"threads": threads}
+    if batch_size is not None and batch_size < 1:
+        raise SmallbenchError(f"--batch-size needs a positive integer, got {batch_size}")
+    options = {k: v for k, v in {"threads": threads, "batch_size": batch_size}.items() if v}
+    if options:
+        load["options"] = options
     resolved = [model_registry.resolve(m, revision, progress=lambda msg: err_console.print(f"[dim]{msg}[/]"))
                 for m in model_ids]  # fmt: skip
     hardware, software = hardware_info(), software_versions()
@@ -106,6 +118,8 @@ def run(
         records = runner.execute(cells, timeout, force, hardware, software, on_start, on_done)
         progress.update(task, description="done")
     console.print(summary_table(records))
+    for table in accuracy_tables(records):
+        console.print(table)
     console.print(f"results: {output}/  (load with smallbench.load_results('{output}'))")
     if any(r.status != "ok" for r in records):
         raise typer.Exit(1)
@@ -148,8 +162,29 @@ def summary_table(records) -> Table:
     return table
 
 
+def accuracy_tables(records) -> list[Table]:
+    """Per (model, backend): one row per task metric, value ± stderr over n documents."""
+    tables = []
+    for r in records:
+        rows = [m for m in r.metrics if r.suite == "accuracy" and m.labels.get("subtask") is None]
+        if not rows:
+            continue
+        table = Table(title=f"accuracy · {r.model.id} · {r.backend.name}", box=box.SIMPLE_HEAD)
+        for col in ("task", "metric"):
+            table.add_column(col, no_wrap=True)
+        for col in ("value", "± stderr", "n", "shots"):
+            table.add_column(col, justify="right", no_wrap=True)
+        for m in rows:
+            name = m.name if m.labels.get("filter") in (None, "none") else f"{m.name} ({m.labels['filter']})"
+            se = "—" if m.stderr is None else f"{m.stderr:.4f}"
+            table.add_row(m.labels.get("task"), name, f"{m.value:.4f}", se, str(m.labels.get("n")),
+                          str(m.labels.get("num_fewshot")))  # fmt: skip
+        tables.append(table)
+    return tables
+
+
 @app.command("list")
-def list_(what: Annotated[str, typer.Argument(help="models | backends | suites")]) -> None:
+def list_(what: Annotated[str, typer.Argument(help="models | backends | suites | tasks")]) -> None:
     """List registered models, backends (with availability) or suites."""
     if what == "models":
         from smallbench.models import REGISTRY
@@ -171,8 +206,14 @@ def list_(what: Annotated[str, typer.Argument(help="models | backends | suites")
         t = Table("name", "settings (defaults)")
         for n in suite_names():
             t.add_row(n, ", ".join(f"{k}={v}" for k, v in get_suite(n).settings({}).model_dump().items()))
+    elif what == "tasks":
+        from smallbench.tasks import TASKS
+
+        t = Table("name", "lm-eval task", "--data-dir folder", "fields")
+        for spec in TASKS.values():
+            t.add_row(spec.name, spec.lm_eval, spec.folder + "/", ", ".join(spec.fields))
     else:
-        raise SmallbenchError(f"cannot list '{what}'; choose from: models, backends, suites")
+        raise SmallbenchError(f"cannot list '{what}'; choose from: models, backends, suites, tasks")
     console.print(t)
 
 
@@ -200,6 +241,8 @@ def report(
         raise SmallbenchError(f"no result records under '{path}'")
     if fmt == "table":
         console.print(summary_table(records))
+    for table in accuracy_tables(records):
+        console.print(table)
         return
     df = records_to_frame(records)
     if fmt in ("csv", "parquet"):

@@ -44,6 +44,8 @@ class Metric(BaseModel):
     unit: str
     value: float
     stats: Stats | None = None
+    #: Standard error of ``value`` where the metric has one without repeats (lm-eval accuracy).
+    stderr: float | None = None
     higher_is_better: bool | None = None
     #: Key into ``ResultRecord.samples`` holding the raw samples ``stats`` was computed from.
     samples_key: str | None = None
@@ -174,7 +176,7 @@ def records_to_frame(records: list[ResultRecord]):
             rows.append({**base, "metric": None, "unit": None, "value": None})
         for m in r.metrics:
             row = {**base, **m.labels, "metric": m.name, "unit": m.unit, "value": m.value,
-                   "higher_is_better": m.higher_is_better}  # fmt: skip
+                   "stderr": m.stderr, "higher_is_better": m.higher_is_better}  # fmt: skip
             if m.stats:
                 row.update(m.stats.model_dump())
             rows.append(row)

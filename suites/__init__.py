@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from smallbench.errors import SmallbenchError
+from smallbench.suites.accuracy import AccuracySuite
 from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings
 from smallbench.suites.latency import LatencySuite
 from smallbench.suites.memory import MemorySuite
 from smallbench.suites.throughput import ThroughputSuite
 
-_REGISTRY: dict[str, type[Suite]] = {s.name: s for s in (LatencySuite, ThroughputSuite, MemorySuite)}
+_REGISTRY: dict[str, type[Suite]] = {s.name: s for s in (AccuracySuite, LatencySuite, ThroughputSuite, MemorySuite)}
 
 
 def suite_names() -> list[str]:

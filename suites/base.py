@@ -70,6 +70,9 @@ class Suite(ABC):
     def settings(self, overrides: dict[str, Any]) -> SuiteSettings:
         return self.settings_model.model_validate(overrides)
 
+    def preflight(self, settings: SuiteSettings) -> None:  # noqa: B027 - optional hook
+        """Check what can be checked before any model loads (e.g. data files); raise SmallbenchError."""
+
     @abstractmethod
     def run(self, backend: Backend, settings: SuiteSettings, ctx: SuiteContext) -> SuiteResult: ...
 

@@ -75,3 +75,23 @@ def test_cuda_stream_and_memory_stats(tiny_path):
     assert trace.n_out == 16
     stats = b.memory_stats()
     assert stats["torch_cuda_peak_allocated_bytes"] >= stats["torch_cuda_allocated_bytes"] > 0
+
+
+def test_shared_context_scores_equal_plain_scores(tf_backend):
+    """Multiple-choice requests reuse one context pass; the scores must not change."""
+    import random
+
+    rng = random.Random(0)
+    requests = []
+    for _ in range(12):
+        ctx = [tf_backend.bos_token_id] + [rng.randrange(3, 2000) for _ in range(rng.randrange(2, 40))]
+        requests += [(ctx, [rng.randrange(3, 2000) for _ in range(rng.randrange(1, 9))]) for _ in range(4)]
+    requests.append(([tf_backend.bos_token_id], [7, 8, 9]))  # a lone-BOS context takes the plain path
+    shared = tf_backend.loglikelihood(requests)
+    tf_backend.share_context = False
+    try:
+        plain = tf_backend.loglikelihood(requests)
+    finally:
+        tf_backend.share_context = True
+    for (a, ga), (b, gb) in zip(shared, plain, strict=True):
+        assert a == pytest.approx(b, abs=1e-4) and ga == gb
