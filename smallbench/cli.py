@@ -117,9 +117,7 @@ def run(
 
         records = runner.execute(cells, timeout, force, hardware, software, on_start, on_done)
         progress.update(task, description="done")
-    console.print(summary_table(records))
-    for table in accuracy_tables(records):
-        console.print(table)
+    print_tables(records)
     console.print(f"results: {output}/  (load with smallbench.load_results('{output}'))")
     if any(r.status != "ok" for r in records):
         raise typer.Exit(1)
@@ -131,6 +129,15 @@ def _metric(records, name: str, **labels):
             if m.name == name and all(m.labels.get(k) == v for k, v in labels.items()):
                 return m.value
     return None
+
+
+def print_tables(records) -> None:
+    """The speed/memory summary (if any such cell ran), then one accuracy table per model × backend."""
+    speed = [r for r in records if r.suite != "accuracy" or r.status != "ok"]  # failed cells show here
+    if speed:
+        console.print(summary_table(speed))
+    for table in accuracy_tables(records):
+        console.print(table)
 
 
 def summary_table(records) -> Table:
@@ -240,9 +247,7 @@ def report(
     if not records:
         raise SmallbenchError(f"no result records under '{path}'")
     if fmt == "table":
-        console.print(summary_table(records))
-    for table in accuracy_tables(records):
-        console.print(table)
+        print_tables(records)
         return
     df = records_to_frame(records)
     if fmt in ("csv", "parquet"):

@@ -108,6 +108,9 @@ def test_cli_runs_accuracy_offline_into_the_common_record(tiny_path, data_dir, t
     rec = json.loads(next((tmp_path / "results").glob("*accuracy*.json")).read_text())
     assert len(rec["samples"]["acc[task=arc_easy,filter=none]"]) == 10
     assert rec["settings"]["data_dir"] == str(data_dir.resolve())
+    report = run_cli("report", "results", cwd=tmp_path)
+    assert report.returncode == 0 and "accuracy · tiny-llama · transformers" in report.stdout
+    assert "wikitext" in report.stdout and "latency" not in report.stdout
 
 
 @pytest.mark.parametrize(
