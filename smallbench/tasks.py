@@ -225,14 +225,20 @@ def check_leaf_data(root: Path, spec: TaskSpec, leaf: Leaf, num_fewshot: int | N
     return found
 
 
-def check_data(specs: list[TaskSpec], data_dir: Path, num_fewshot: int | None) -> None:
-    """Validate ``--data-dir`` for these tasks before anything runs."""
+def local_data(specs: list[TaskSpec], data_dir: Path, num_fewshot: int | None):
+    """(leaf, its validated local splits) for every leaf task of these tasks; one-line errors."""
     if not data_dir.is_dir():
         raise SmallbenchError(f"--data-dir {data_dir} is not a folder")
     for spec in specs:
         ls = leaves(spec)
         for leaf in ls:
-            check_leaf_data(data_dir, spec, leaf, num_fewshot, single_leaf=len(ls) == 1)
+            yield leaf, check_leaf_data(data_dir, spec, leaf, num_fewshot, single_leaf=len(ls) == 1)
+
+
+def check_data(specs: list[TaskSpec], data_dir: Path, num_fewshot: int | None) -> None:
+    """Validate ``--data-dir`` for these tasks before anything runs."""
+    for _ in local_data(specs, data_dir, num_fewshot):
+        pass
 
 
 def task_manager(specs: list[TaskSpec], data_dir: Path | None, num_fewshot: int | None, workdir: Path):
@@ -248,12 +254,9 @@ def task_manager(specs: list[TaskSpec], data_dir: Path | None, num_fewshot: int 
     if data_dir is not None:
         overrides = workdir / "tasks"
         overrides.mkdir(parents=True, exist_ok=True)
-        for spec in specs:
-            ls = leaves(spec)
-            for leaf in ls:
-                splits = check_leaf_data(data_dir, spec, leaf, num_fewshot, single_leaf=len(ls) == 1)
-                cfg = _local_config(leaf, splits, workdir)
-                (overrides / f"{leaf.name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+        for leaf, splits in local_data(specs, data_dir, num_fewshot):
+            cfg = _local_config(leaf, splits, workdir)
+            (overrides / f"{leaf.name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
         paths.append(overrides)
     return TaskManager(include_path=[str(p) for p in dict.fromkeys(paths)], include_defaults=False)
 
