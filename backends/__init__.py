@@ -9,6 +9,7 @@ from smallbench.errors import SmallbenchError
 
 _REGISTRY: dict[str, str] = {
     "transformers": "smallbench.backends.transformers:TransformersBackend",
+    "llama-cpp": "smallbench.backends.llama_cpp:LlamaCppBackend",
 }
 
 

@@ -34,7 +34,9 @@ class LoadSpec:
     dummy: bool = False  # random weights built from the real config (speed and memory only)
     trust_remote_code: bool = False  # only ever True on the user's explicit flag
     quant: str | None = None  # backend-specific quantization / file variant
-    options: dict[str, Any] = field(default_factory=dict)  # backend-specific knobs (threads, ...)
+    #: Knobs; the CLI's are ``threads``, ``batch_size``, ``n_ctx``, ``n_gpu_layers``: a backend drops
+    #: those that mean nothing to it and may accept more of its own.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 class Capabilities(BaseModel):
@@ -61,6 +63,7 @@ class LoadedModelInfo(BaseModel):
     params_total: int | None = None
     params_active: int | None = None
     dtype: str | None = None
+    quant: str | None = None  # the weights' quantization as loaded (e.g. a GGUF file type)
     max_context: int | None = None
     vocab_size: int | None = None
 
@@ -72,6 +75,8 @@ class Backend(ABC):
     #: What to tell a user who lacks it.
     install_hint: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    #: Whether ``--quant`` selects something for this backend (a GGUF file type, an MLX quantization).
+    takes_quant: ClassVar[bool] = False
 
     @classmethod
     def missing(cls) -> str | None:

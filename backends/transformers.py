@@ -105,7 +105,11 @@ class TransformersBackend(Backend):
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         self.spec = spec
+        if spec.quant:
+            raise SmallbenchError(f"transformers takes --dtype, not --quant ('{spec.quant}')")
         opts = dict(spec.options)
+        for knob in ("n_ctx", "n_gpu_layers"):  # llama.cpp's knobs; a Transformers model has neither
+            opts.pop(knob, None)
         if "threads" in opts:
             torch.set_num_threads(int(opts.pop("threads")))
         self.batch_size = int(opts.pop("batch_size", self.batch_size))
@@ -213,7 +217,8 @@ class TransformersBackend(Backend):
             raise ValueError("generate_batch needs equal-length prompts")
         t_send, clock = self._generate(prompts, max_new_tokens, ignore_eos)
         eos = None if ignore_eos else self.tokenizer.eos_token_id
-        n_out = [_length_until_eos([step[i] for step in clock.tokens], eos) for i in range(len(prompts))]
+        seqs = [[step[i] for step in clock.tokens] for i in range(len(prompts))]
+        n_out = [_length_until_eos(s, eos) for s in seqs]
         return BatchTrace(
             t_send=t_send,
             t_first=clock.times[0],
@@ -221,6 +226,7 @@ class TransformersBackend(Backend):
             batch=len(prompts),
             n_prompt=len(prompts[0]),
             n_out=n_out,
+            token_ids=[s[:n] for s, n in zip(seqs, n_out, strict=True)],
         )
 
     def loglikelihood(self, requests: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:

@@ -83,6 +83,7 @@ def run_cell(spec: CellSpec) -> ResultRecord:
             backend.close()
         model = spec.model.model_copy(update={
             "params_total": info.params_total, "params_active": info.params_active, "dtype": info.dtype,
+            "quant": info.quant or spec.model.quant,
         })  # fmt: skip
         return ResultRecord(
             smallbench_version=__version__,

@@ -62,6 +62,9 @@ def run(
     limit: Annotated[int | None, typer.Option(help="Accuracy: documents per task.")] = None,
     num_fewshot: Annotated[int | None, typer.Option(help="Accuracy: few-shot examples (default: the task's).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Backend batch size for scoring / generation.")] = None,
+    quant: Annotated[str | None, typer.Option(help="Weights variant(s), comma list: GGUF Q4_K_M, Q8_0...")] = None,
+    ctx_size: Annotated[int | None, typer.Option(help="llama-cpp: context tokens (default ≤ 4096).")] = None,
+    n_gpu_layers: Annotated[int | None, typer.Option(help="llama-cpp: layers on the GPU (default all).")] = None,
 ) -> None:
     """Run every (model × backend × suite) cell, each in its own process, and print a summary."""
     from smallbench import models as model_registry
@@ -91,16 +94,20 @@ def run(
             raise SmallbenchError(f"invalid settings for suite '{s}': {msg}") from None
         suite_obj.preflight(suite_settings)
     load = {"device": device, "dtype": dtype, "dummy": dummy, "trust_remote_code": trust_remote_code}
-    if batch_size is not None and batch_size < 1:
-        raise SmallbenchError(f"--batch-size needs a positive integer, got {batch_size}")
-    options = {k: v for k, v in {"threads": threads, "batch_size": batch_size}.items() if v}
+    for name, value in (("--batch-size", batch_size), ("--ctx-size", ctx_size), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise SmallbenchError(f"{name} needs a positive integer, got {value}")
+    if n_gpu_layers is not None and n_gpu_layers < 0:
+        raise SmallbenchError(f"--n-gpu-layers needs 0 or more, got {n_gpu_layers}")
+    options = {k: v for k, v in {"threads": threads, "batch_size": batch_size, "n_ctx": ctx_size,
+                                 "n_gpu_layers": n_gpu_layers}.items() if v is not None}  # fmt: skip
     if options:
         load["options"] = options
     resolved = [model_registry.resolve(m, revision, progress=lambda msg: err_console.print(f"[dim]{msg}[/]"))
                 for m in model_ids]  # fmt: skip
     hardware, software = hardware_info(), software_versions()
     run_id = runner.new_run_id()
-    cells = runner.plan(resolved, backends, suites, settings, load, hardware, output, run_id)
+    cells = runner.plan(resolved, backends, suites, settings, load, hardware, output, run_id, _split(quant) or None)
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=False) as progress:  # fmt: skip
@@ -164,7 +171,8 @@ def summary_table(records) -> Table:
         failed = len(recs) - len(ok)
         table.add_row(
             model, backend, device, "ok" if not failed else f"{failed} failed",
-            fmt(_metric(ok, "ttft"), 1e3, 2), fmt(_metric(ok, "tpot"), 1e3, 2), fmt(decode), fmt(peak, 1 / 2**20),
+            fmt(_metric(ok, "ttft"), 1e3, 2), fmt(_metric(ok, "tpot"), 1e3, 2), fmt(decode, digits=0),
+            fmt(peak, 1 / 2**20),
         )  # fmt: skip
     return table
 

@@ -42,6 +42,7 @@ class BatchTrace:
     batch: int
     n_prompt: int
     n_out: list[int]
+    token_ids: list[list[int]] = field(default_factory=list)  # per sequence, where the backend returns them
 
 
 class MetricError(ValueError):

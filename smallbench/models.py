@@ -77,10 +77,13 @@ def resolve(model_id: str, revision: str | None = None, progress=None) -> Resolv
 
 
 def _hub_snapshot(repo: str, revision: str | None) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
+    """The cached snapshot folder of ``repo`` (a model folder, or a repo of GGUF files), if any."""
+    from huggingface_hub import snapshot_download
 
-    hit = try_to_load_from_cache(repo, "config.json", revision=revision)
-    return Path(hit).parent if isinstance(hit, str) else None
+    try:
+        return Path(snapshot_download(repo, revision=revision, local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError), or a cache entry without that revision
+        return None
 
 
 def _hub_check(repo: str, revision: str | None) -> str | None:

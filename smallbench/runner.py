@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smallbench.backends import get_backend_class
 from smallbench.cell import CellSpec, failed_record
 from smallbench.errors import SmallbenchError
 from smallbench.hardware import HardwareInfo
@@ -41,7 +42,8 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{self.spec.model.id} · {self.spec.backend} · {self.spec.suite}"
+        quant = f" [{self.spec.model.quant}]" if self.spec.model.quant else ""
+        return f"{self.spec.model.id}{quant} · {self.spec.backend} · {self.spec.suite}"
 
 
 def _slug(text: str) -> str:
@@ -50,29 +52,35 @@ def _slug(text: str) -> str:
 
 def plan(
     models: list[ResolvedModel], backends: list[str], suites: list[str], settings: dict[str, Any],
-    load: dict[str, Any], hardware: HardwareInfo, output: Path, run_id: str,
+    load: dict[str, Any], hardware: HardwareInfo, output: Path, run_id: str, quants: list[str] | None = None,
 ) -> list[Cell]:  # fmt: skip
-    """Every (model, backend, suite) combination, each with a stable id from what determines it."""
+    """Every (model, backend, quant, suite) combination, each with a stable id from what determines it.
+    ``quants`` applies to backends that take one (GGUF file types...); the others run once."""
     cells = []
     for m in models:
-        for b in backends:
+        for b, quant in [(name, q) for name in backends for q in (quants if quants and _takes_quant(name) else [None])]:
+            load_q = {**load, "quant": quant} if quant else load
             for s in suites:
                 suite_settings = get_suite(s).settings(settings).model_dump()
                 key = {
                     "model": m.id, "revision": m.revision, "weights": m.weights_sha256, "backend": b, "suite": s,
-                    "settings": suite_settings, "load": load, "hardware": hardware.fingerprint,
+                    "settings": suite_settings, "load": load_q, "hardware": hardware.fingerprint,
                 }  # fmt: skip
                 cell_id = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-                name = f"{_slug(m.id)}__{b}__{s}__{cell_id}"
+                name = f"{_slug(m.id)}__{b}{'-' + _slug(quant) if quant else ''}__{s}__{cell_id}"
                 path = output / f"{name}.json"
                 model = ModelRecord(
                     id=m.id, source=m.source, revision=m.revision, weights_sha256=m.weights_sha256,
-                    builtin=m.builtin, dummy=bool(load.get("dummy")), quant=load.get("quant"),
+                    builtin=m.builtin, dummy=bool(load.get("dummy")), quant=quant,
                 )  # fmt: skip
                 spec = CellSpec(run_id=run_id, cell_id=cell_id, record_path=str(path), model=model, backend=b,
-                                suite=s, settings=suite_settings, load=load)  # fmt: skip
+                                suite=s, settings=suite_settings, load=load_q)  # fmt: skip
                 cells.append(Cell(spec=spec, path=path, log=output / LOG_DIR / f"{name}.log"))
     return cells
+
+
+def _takes_quant(backend: str) -> bool:
+    return get_backend_class(backend).takes_quant
 
 
 def finished(cell: Cell) -> ResultRecord | None:

@@ -13,6 +13,14 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def require(module: str, extra: str):
+    """Import a backend's library. Missing in CI is a failure (every backend that runs on the CPU
+    machine is tested for real there); missing on a developer's machine skips with the reason."""
+    if os.environ.get("CI"):
+        return __import__(module)
+    return pytest.importorskip(module, reason=f"{module} not installed (pip install -e '.[{extra}]')")
+
+
 @pytest.fixture(scope="session")
 def tiny_path() -> Path:
     from smallbench import tiny_model
@@ -30,8 +38,8 @@ def tf_backend(tiny_path):
     b.close()
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None):
     return subprocess.run(
         [sys.executable, "-m", "smallbench.cli", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"},
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})},
     )  # fmt: skip
