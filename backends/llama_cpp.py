@@ -189,7 +189,8 @@ class LlamaCppBackend(Backend):
         logprobs=True,
         server_mode=False,
         dummy_weights=False,
-        quant_formats=["F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "IQ4_XS", "..."],
+        # common GGUF types; any type llama.cpp reads loads, and any it can quantize to exports
+        quant_formats=["F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "IQ4_XS"],
         devices=["cpu", "cuda", "metal"],
     )
 
@@ -251,6 +252,9 @@ class LlamaCppBackend(Backend):
         if opts:
             raise SmallbenchError(f"unknown llama-cpp option(s): {', '.join(opts)}")
         self.ctx = self._new_context(self.n_ctx, 1)
+        if self.n_gpu_layers and ll.llama_supports_gpu_offload():
+            system = ll.llama_print_system_info().decode(errors="replace")
+            self.device = "cuda" if "CUDA" in system else "metal" if "Metal" in system or "MTL" in system else "gpu"
         self.file_type = _file_type_name(self._meta("general.file_type"))
         return LoadedModelInfo(
             params_total=ll.llama_model_n_params(self.model),
@@ -506,6 +510,7 @@ class LlamaCppBackend(Backend):
         for ctx_ids, cont in requests:
             if not ctx_ids or not cont:
                 raise ValueError("loglikelihood needs a non-empty context (prepend BOS) and continuation")
+            self._check_fits(len(cont), f"a continuation of {len(cont)} tokens")
         mem = ll.llama_get_memory(self.ctx)
         ll.llama_memory_clear(mem, True)
         cached: list[int] = []
@@ -548,8 +553,6 @@ class LlamaCppBackend(Backend):
 
         ll = _llama()
         system = ll.llama_print_system_info().decode(errors="replace")
-        if self.n_gpu_layers and ll.llama_supports_gpu_offload():
-            self.device = "cuda" if "CUDA" in system else "metal" if "Metal" in system or "MTL" in system else "gpu"
         flags: dict[str, Any] = {
             "gguf_file": self.path.name if self.path else None,
             "n_ctx": self.n_ctx, "n_batch": self.n_batch, "n_ubatch": self.n_ubatch, "threads": self.threads,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -146,7 +147,12 @@ def _add_tokenizer(w, hf_dir: Path, n_vocab: int) -> None:
     w.add_tokenizer_pre("gpt-2")  # the GPT-2 split regex, which ByteLevel(use_regex=True) uses
     w.add_token_list(tokens)
     w.add_token_types(types)
-    gguf.SpecialVocab(hf_dir, load_merges=True, n_vocab=n_vocab).add_to_gguf(w, quiet=True)
+    vocab_log = logging.getLogger("gguf.vocab")  # warns about the BPE pair template, which GGUF does not use
+    level, vocab_log.level = vocab_log.level, logging.ERROR
+    try:
+        gguf.SpecialVocab(hf_dir, load_merges=True, n_vocab=n_vocab).add_to_gguf(w, quiet=True)
+    finally:
+        vocab_log.setLevel(level)
 
 
 def quantize(src: Path, dst: Path, ftype: int, threads: int = 0) -> None:

@@ -61,3 +61,16 @@ def test_hanging_cell_times_out_and_leaves_no_process(tmp_path, tiny_path):
     assert "timed out after 8 s" in df["error"].iloc[0]
     leftovers = [p for p in psutil.process_iter(["cmdline"]) if "smallbench.cell" in " ".join(p.info["cmdline"] or [])]
     assert leftovers == []
+
+
+def test_quant_list_multiplies_only_backends_that_take_one(tmp_path, tiny_path):
+    from smallbench import models, runner
+    from smallbench.hardware import hardware_info
+
+    m = models.resolve("tiny-llama")
+    cells = runner.plan([m], ["transformers", "llama-cpp"], ["latency"], {}, {"device": "cpu"}, hardware_info(),
+                        tmp_path, "run", quants=["Q8_0", "F16"])  # fmt: skip
+    got = [(c.spec.backend, c.spec.model.quant, c.spec.load.get("quant")) for c in cells]
+    assert got == [("transformers", None, None), ("llama-cpp", "Q8_0", "Q8_0"), ("llama-cpp", "F16", "F16")]
+    assert len({c.spec.cell_id for c in cells}) == 3 and "[Q8_0]" in cells[1].label
+    assert cells[1].path.name.startswith("tiny-llama__llama-cpp-Q8_0__latency__")
