@@ -211,10 +211,11 @@ class LlamaCppBackend(Backend):
         self._eog: list[int] = []
         self._special: set[int] | None = None
         self._multi: tuple[Any, int, int] | None = None  # (context, n_seq_max, n_ctx) for batches > 1
+        self._ll = None  # the llama_cpp module, once imported
 
     # -- lifecycle ---------------------------------------------------------------------------
     def import_library(self) -> None:
-        _llama()
+        self._ll = _llama()
 
     def load(self, spec: LoadSpec) -> LoadedModelInfo:
         self._ll = ll = _llama()
@@ -266,7 +267,7 @@ class LlamaCppBackend(Backend):
         )
 
     def _gpu_layers(self, device: str, requested) -> int:
-        ll = _llama()
+        ll = self._ll
         gpu = ll.llama_supports_gpu_offload()
         if device == "cpu":
             return 0
@@ -279,7 +280,7 @@ class LlamaCppBackend(Backend):
         return layers
 
     def _new_context(self, n_ctx: int, n_seq: int):
-        ll = _llama()
+        ll = self._ll
         cp = ll.llama_context_default_params()
         cp.n_ctx = n_ctx
         cp.n_batch = self.n_batch
@@ -296,7 +297,9 @@ class LlamaCppBackend(Backend):
         return ctx
 
     def close(self) -> None:
-        ll = _llama()
+        ll = self._ll
+        if ll is None:
+            return
         for ctx in (self.ctx, self._multi[0] if self._multi else None):
             if ctx:
                 ll.llama_free(ctx)
@@ -307,7 +310,7 @@ class LlamaCppBackend(Backend):
 
     # -- tokens ------------------------------------------------------------------------------
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        ll = _llama()
+        ll = self._ll
         data = text.encode("utf-8")
         size = len(data) + 8
         for _ in range(2):
@@ -319,7 +322,7 @@ class LlamaCppBackend(Backend):
         raise SmallbenchError("llama.cpp could not tokenize the text")
 
     def detokenize(self, ids: list[int], skip_special: bool = False) -> str:
-        ll = _llama()
+        ll = self._ll
         arr = (ll.llama_token * max(1, len(ids)))(*ids)
         size = 16 * len(ids) + 16
         for _ in range(2):
@@ -333,7 +336,7 @@ class LlamaCppBackend(Backend):
     @property
     def special_token_ids(self) -> set[int]:
         if self._special is None:
-            ll = _llama()
+            ll = self._ll
             plain = ll.LLAMA_TOKEN_ATTR_NORMAL | ll.LLAMA_TOKEN_ATTR_BYTE | ll.LLAMA_TOKEN_ATTR_USER_DEFINED
             self._special = {t for t in range(self._n_vocab) if not ll.llama_vocab_get_attr(self.vocab, t) & plain}
         return self._special
@@ -344,12 +347,12 @@ class LlamaCppBackend(Backend):
 
     @property
     def bos_token_id(self) -> int | None:
-        t = _llama().llama_vocab_bos(self.vocab)
+        t = self._ll.llama_vocab_bos(self.vocab)
         return None if t < 0 else t
 
     @property
     def eos_token_id(self) -> int | None:
-        t = _llama().llama_vocab_eos(self.vocab)
+        t = self._ll.llama_vocab_eos(self.vocab)
         return None if t < 0 else t
 
     @property
@@ -361,7 +364,7 @@ class LlamaCppBackend(Backend):
         if n_tokens > self.n_ctx:
             raise SmallbenchError(
                 f"{what} needs {n_tokens} tokens of context but the context holds {self.n_ctx} "
-                f"(--ctx-size; the model was trained on {_llama().llama_model_n_ctx_train(self.model)})"
+                f"(--ctx-size; the model was trained on {self._ll.llama_model_n_ctx_train(self.model)})"
             )
 
     def _decode(self, ctx, batch) -> None:
@@ -388,7 +391,7 @@ class LlamaCppBackend(Backend):
 
     def _generate_one(self, prompt: list[int], max_new: int, ignore_eos: bool, stop: list[str] | None = None):
         """Greedy decode of one sequence: (t_send, token arrival times, token ids)."""
-        ll = _llama()
+        ll = self._ll
         self._check_fits(len(prompt) + max_new, f"a prompt of {len(prompt)} tokens + {max_new} new tokens")
         ctx = self.ctx
         ll.llama_memory_clear(ll.llama_get_memory(ctx), True)
@@ -447,13 +450,13 @@ class LlamaCppBackend(Backend):
         """A context for ``n_seq`` parallel sequences sharing ``n_tokens`` of KV cache (kept for reuse)."""
         if self._multi is None or self._multi[1] < n_seq or self._multi[2] < n_tokens:
             if self._multi is not None:
-                _llama().llama_free(self._multi[0])
+                self._ll.llama_free(self._multi[0])
                 self._multi = None
             self._multi = (self._new_context(n_tokens, n_seq), n_seq, n_tokens)
         return self._multi[0]
 
     def _generate_many(self, prompts: list[list[int]], max_new: int, ignore_eos: bool) -> BatchTrace:
-        ll = _llama()
+        ll = self._ll
         b, n_prompt = len(prompts), len(prompts[0])
         self._check_fits(n_prompt + max_new, f"a prompt of {n_prompt} tokens + {max_new} new tokens")
         ctx = self._multi_context(b, b * (n_prompt + max_new))
@@ -489,7 +492,7 @@ class LlamaCppBackend(Backend):
     def _decode_rows(self, ctx, tokens, pos, seq, want) -> np.ndarray:
         """Decode explicit (token, position, sequence) triples in ``n_batch`` chunks; return a copy of
         the logits of the positions flagged in ``want``, in order."""
-        ll = _llama()
+        ll = self._ll
         rows = []
         for a in range(0, len(tokens), self.n_batch):
             z = slice(a, a + self.n_batch)
@@ -506,7 +509,7 @@ class LlamaCppBackend(Backend):
         """Requests sorted by their tokens so that shared prefixes (one question, several answers; one
         few-shot preamble) are neighbours; the KV cache keeps the common prefix with the previous
         request and only the rest is decoded. Cut from the left to the context as lm-eval does."""
-        ll = _llama()
+        ll = self._ll
         for ctx_ids, cont in requests:
             if not ctx_ids or not cont:
                 raise ValueError("loglikelihood needs a non-empty context (prepend BOS) and continuation")
@@ -545,13 +548,11 @@ class LlamaCppBackend(Backend):
     # -- self-description --------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(512)
-        n = _llama().llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        n = self._ll.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
         return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
 
     def describe(self) -> BackendInfo:
-        import llama_cpp
-
-        ll = _llama()
+        ll = self._ll
         system = ll.llama_print_system_info().decode(errors="replace")
         flags: dict[str, Any] = {
             "gguf_file": self.path.name if self.path else None,
@@ -563,7 +564,7 @@ class LlamaCppBackend(Backend):
             flags["architecture"] = self._meta("general.architecture")
             flags["weights_bytes"] = ll.llama_model_size(self.model)
             flags["n_ctx_train"] = ll.llama_model_n_ctx_train(self.model)
-        return BackendInfo(name=self.name, version=llama_cpp.__version__, device=self.device, dtype=self.file_type,
+        return BackendInfo(name=self.name, version=ll.__version__, device=self.device, dtype=self.file_type,
                            flags=flags)  # fmt: skip
 
 
