@@ -10,6 +10,8 @@ from smallbench.errors import SmallbenchError
 _REGISTRY: dict[str, str] = {
     "transformers": "smallbench.backends.transformers:TransformersBackend",
     "llama-cpp": "smallbench.backends.llama_cpp:LlamaCppBackend",
+    "vllm": "smallbench.backends.vllm:VLLMBackend",
+    "vllm-server": "smallbench.backends.vllm:VLLMServerBackend",
 }
 
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
+from smallbench.errors import SmallbenchError
 from smallbench.metrics import BatchTrace, GenerationTrace
 
 
@@ -34,8 +35,8 @@ class LoadSpec:
     dummy: bool = False  # random weights built from the real config (speed and memory only)
     trust_remote_code: bool = False  # only ever True on the user's explicit flag
     quant: str | None = None  # backend-specific quantization / file variant
-    #: Knobs; the CLI's are ``threads``, ``batch_size``, ``n_ctx``, ``n_gpu_layers``: a backend drops
-    #: those that mean nothing to it and may accept more of its own.
+    #: Knobs; the CLI's are ``threads``, ``batch_size``, ``n_ctx``, ``n_gpu_layers``, ``prefix_caching``:
+    #: a backend drops those that mean nothing to it and may accept more of its own.
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,6 +67,10 @@ class LoadedModelInfo(BaseModel):
     quant: str | None = None  # the weights' quantization as loaded (e.g. a GGUF file type)
     max_context: int | None = None
     vocab_size: int | None = None
+    #: Memory the backend set aside, where it says (bytes; tokens for the KV capacity).
+    weights_bytes: int | None = None
+    kv_cache_bytes: int | None = None
+    kv_cache_tokens: int | None = None
 
 
 class Backend(ABC):
@@ -162,6 +167,16 @@ class Backend(ABC):
                 ids = ids[: ids.index(self.eos_token_id)]
             out.append(cut_at_stop(self.detokenize(ids), stop))
         return out
+
+    def stream_concurrent(
+        self, prompts: list[list[int]], max_new_tokens: int, max_concurrency: int,
+        request_rate: float | None = None, seed: int = 0,
+    ) -> list[GenerationTrace]:  # fmt: skip
+        """Send each prompt as its own streamed request (greedy, ``ignore_eos``), at most
+        ``max_concurrency`` in flight; with ``request_rate`` arrivals are a Poisson process of that
+        many requests/s, otherwise each request goes as soon as a slot is free. One trace per prompt,
+        in order. Backends with ``capabilities.server_mode`` implement it."""
+        raise SmallbenchError(f"backend '{self.name}' has no server mode (no concurrent streaming)")
 
     # -- self-description --------------------------------------------------------------------
     @abstractmethod

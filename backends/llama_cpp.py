@@ -221,6 +221,7 @@ class LlamaCppBackend(Backend):
         self._ll = ll = _llama()
         opts = dict(spec.options)
         opts.pop("batch_size", None)  # scoring runs one sequence with prefix reuse; nothing to batch
+        opts.pop("prefix_caching", None)  # vLLM's knob: no cache is kept between requests here
         if spec.dummy:
             raise SmallbenchError("llama-cpp has no random-weights mode (--dummy); load a GGUF file")
         if spec.dtype not in ("auto", *_DTYPE_AS_QUANT):

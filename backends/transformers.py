@@ -108,7 +108,7 @@ class TransformersBackend(Backend):
         if spec.quant:
             raise SmallbenchError(f"transformers takes --dtype, not --quant ('{spec.quant}')")
         opts = dict(spec.options)
-        for knob in ("n_ctx", "n_gpu_layers"):  # llama.cpp's knobs; a Transformers model has neither
+        for knob in ("n_ctx", "n_gpu_layers", "prefix_caching"):  # other backends' knobs
             opts.pop(knob, None)
         if "threads" in opts:
             torch.set_num_threads(int(opts.pop("threads")))

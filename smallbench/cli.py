@@ -63,8 +63,13 @@ def run(
     num_fewshot: Annotated[int | None, typer.Option(help="Accuracy: few-shot examples (default: the task's).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Backend batch size for scoring / generation.")] = None,
     quant: Annotated[str | None, typer.Option(help="Weights variant(s), comma list: GGUF Q4_K_M, Q8_0...")] = None,
-    ctx_size: Annotated[int | None, typer.Option(help="llama-cpp: context tokens (default ≤ 4096).")] = None,
+    ctx_size: Annotated[int | None, typer.Option(help="llama-cpp, vllm: context tokens (default ≤ 4096).")] = None,
     n_gpu_layers: Annotated[int | None, typer.Option(help="llama-cpp: layers on the GPU (default all).")] = None,
+    prefix_caching: Annotated[bool, typer.Option(help="vllm: keep prefix caching on (off by default).")] = False,
+    concurrency: Annotated[str | None, typer.Option(help="Serving: requests in flight, comma list.")] = None,
+    request_rate: Annotated[float | None, typer.Option(help="Serving: Poisson arrivals per second.")] = None,
+    ttft_slo_ms: Annotated[float | None, typer.Option(help="Serving: TTFT SLO for goodput (ms).")] = None,
+    tpot_slo_ms: Annotated[float | None, typer.Option(help="Serving: TPOT SLO for goodput (ms).")] = None,
 ) -> None:
     """Run every (model × backend × suite) cell, each in its own process, and print a summary."""
     from smallbench import models as model_registry
@@ -77,13 +82,17 @@ def run(
     if not backends or not suites or not model_ids:
         raise SmallbenchError("--model, --backend and --suite each need at least one value")
     for b in backends:
-        if (why := get_backend_class(b).missing()) is not None:
+        cls = get_backend_class(b)
+        if (why := cls.missing()) is not None:
             raise SmallbenchError(why)
+        if "serving" in suites and not cls.capabilities.server_mode:
+            raise SmallbenchError(f"the serving suite needs a server backend (e.g. vllm-server); '{b}' has none")
     settings = {k: v for k, v in {
         "preset": preset, "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
         "batch_sizes": _ints(batch_sizes, "--batch-sizes"), "repeats": repeats, "warmup": warmup, "seed": seed,
         "tasks": _split(tasks) if tasks is not None else None, "data_dir": str(data_dir) if data_dir else None,
-        "limit": limit, "num_fewshot": num_fewshot,
+        "limit": limit, "num_fewshot": num_fewshot, "concurrency": _ints(concurrency, "--concurrency"),
+        "request_rate": request_rate, "ttft_slo_ms": ttft_slo_ms, "tpot_slo_ms": tpot_slo_ms,
     }.items() if v is not None}  # fmt: skip
     for s in suites:  # validate names and settings up front: one line, before any cell starts
         suite_obj = get_suite(s)
@@ -101,6 +110,8 @@ def run(
         raise SmallbenchError(f"--n-gpu-layers needs 0 or more, got {n_gpu_layers}")
     options = {k: v for k, v in {"threads": threads, "batch_size": batch_size, "n_ctx": ctx_size,
                                  "n_gpu_layers": n_gpu_layers}.items() if v is not None}  # fmt: skip
+    if prefix_caching:
+        options["prefix_caching"] = True
     if options:
         load["options"] = options
     resolved = [model_registry.resolve(m, revision, progress=lambda msg: err_console.print(f"[dim]{msg}[/]"))
@@ -163,15 +174,16 @@ def summary_table(records) -> Table:
 
     for (model, backend), recs in groups.items():
         ok = [r for r in recs if r.status == "ok"]
+        latency = [r for r in ok if r.suite == "latency"] or [r for r in ok if r.suite != "serving"]
         decode = _metric(ok, "decode_tok_s", batch_size=1)
         if decode is None:
-            decode = _metric([r for r in ok if r.suite == "latency"], "decode_tok_s")
+            decode = _metric(latency, "decode_tok_s")
         peak = _metric(ok, "nvml_process_peak_bytes") or _metric(ok, "peak_rss_bytes")
         device = next((r.backend.device for r in ok if r.backend.device), "—")
         failed = len(recs) - len(ok)
         table.add_row(
             model, backend, device, "ok" if not failed else f"{failed} failed",
-            fmt(_metric(ok, "ttft"), 1e3, 2), fmt(_metric(ok, "tpot"), 1e3, 2), fmt(decode, digits=0),
+            fmt(_metric(latency, "ttft"), 1e3, 2), fmt(_metric(latency, "tpot"), 1e3, 2), fmt(decode, digits=0),
             fmt(peak, 1 / 2**20),
         )  # fmt: skip
     return table

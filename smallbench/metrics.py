@@ -16,12 +16,15 @@ class GenerationTrace:
 
     ``chunks`` holds ``(arrival_time, n_tokens)``; a backend that emits one token per step records
     ``n_tokens == 1`` each time. ``token_ids`` are the generated ids (for parity checks).
+    ``engine_ttft`` is the engine's own TTFT for this request where the engine reports one
+    (vLLM's ``time_to_first_token``); it is shown beside, never mixed with, the client-side TTFT.
     """
 
     t_send: float
     n_prompt: int
     chunks: list[tuple[float, int]] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
+    engine_ttft: float | None = None
 
     @property
     def n_out(self) -> int:
@@ -117,13 +120,32 @@ def batch_decode_tps(trace: BatchTrace) -> float:
     return produced / dt
 
 
+def batch_output_tps(trace: BatchTrace) -> float:
+    """Batch output tok/s = Σ N_out,i / (t_last − t_send): prefill included, as ``vllm bench throughput``
+    reports output tokens per second of the whole ``generate`` call."""
+    dt = trace.t_last - trace.t_send
+    if dt <= 0:
+        raise MetricError("non-positive generation time")
+    return sum(trace.n_out) / dt
+
+
 def output_throughput(traces: list[GenerationTrace]) -> float:
     """Output tok/s of concurrent requests = Σ N_out / (first send → last completion)."""
     if not traces:
         raise MetricError("no requests")
+    return sum(t.n_out for t in traces) / _window(traces)
+
+
+def request_throughput(traces: list[GenerationTrace]) -> float:
+    """Requests/s of concurrent requests = N_requests / (first send → last completion)."""
+    if not traces:
+        raise MetricError("no requests")
+    return len(traces) / _window(traces)
+
+
+def _window(traces: list[GenerationTrace]) -> float:
     start = min(t.t_send for t in traces)
-    end = max(e2e_latency(t) + t.t_send for t in traces)
-    return sum(t.n_out for t in traces) / (end - start)
+    return max(e2e_latency(t) + t.t_send for t in traces) - start
 
 
 def goodput(traces: list[GenerationTrace], ttft_slo: float | None, tpot_slo: float | None) -> float:
@@ -137,9 +159,7 @@ def goodput(traces: list[GenerationTrace], ttft_slo: float | None, tpot_slo: flo
         if ok and tpot_slo is not None and t.n_out > 1:
             ok = tpot(t) <= tpot_slo
         good += ok
-    start = min(t.t_send for t in traces)
-    end = max(e2e_latency(t) + t.t_send for t in traces)
-    return good / (end - start)
+    return good / _window(traces)
 
 
 def roofline_fraction(decode_tok_s: float, bytes_per_token: float, peak_bandwidth_bytes_s: float) -> float:

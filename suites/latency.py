@@ -39,5 +39,8 @@ class LatencySuite(Suite):
         out.add("e2e_latency", "s", [M.e2e_latency(t) for t in traces], higher_is_better=False)
         out.add("prefill_tok_s", "tok/s", [M.prefill_tps(t) for t in traces], higher_is_better=True)
         out.add("decode_tok_s", "tok/s", [M.decode_tps(t) for t in traces], higher_is_better=True)
+        engine = [t.engine_ttft for t in traces if t.engine_ttft is not None]
+        if len(engine) == len(traces):  # the engine's own TTFT, beside the client-side one
+            out.add("engine_ttft", "s", engine, higher_is_better=False)
         out.extra["output_tokens"] = [t.n_out for t in traces]
         return out

@@ -45,6 +45,12 @@ class MemorySuite(Suite):
             timelines.append(p.timeline)
         for k, v in trials.items():
             out.add(k, "bytes", v, higher_is_better=False)
+        info = ctx.model_info  # what the backend set aside, where it says
+        for name, value, unit in (("weights_bytes", info.weights_bytes, "bytes"),
+                                  ("kv_cache_reserved_bytes", info.kv_cache_bytes, "bytes"),
+                                  ("kv_cache_capacity_tokens", info.kv_cache_tokens, "tokens")):  # fmt: skip
+            if value is not None:
+                out.add_value(name, unit, value, unit != "bytes")
         load = ctx.load
         out.add_value("load_rss_delta_bytes", "bytes", load.rss_after_bytes - load.rss_before_bytes, False)
         out.add_value("load_peak_rss_bytes", "bytes", load.rss_peak_bytes, False)

@@ -46,13 +46,15 @@ class ThroughputSuite(Suite):
         s = settings
         out = SuiteResult()
         for b in s.batch_sizes:
-            prefill, decode = [], []
+            prefill, decode, output = [], [], []
             for i, measured in s.trials():
                 prompts = [synthetic_prompt(backend, s.prompt_tokens, s.seed + 1000 * i + j) for j in range(b)]
                 trace = backend.generate_batch(prompts, s.gen_tokens, ignore_eos=True)
                 if measured:
                     prefill.append(M.batch_prefill_tps(trace))
                     decode.append(M.batch_decode_tps(trace))
+                    output.append(M.batch_output_tps(trace))
             out.add("prefill_tok_s", "tok/s", prefill, higher_is_better=True, batch_size=b)
             out.add("decode_tok_s", "tok/s", decode, higher_is_better=True, batch_size=b)
+            out.add("output_tok_s", "tok/s", output, higher_is_better=True, batch_size=b)
         return out

@@ -15,15 +15,10 @@ from smallbench.backends.llama_cpp import select_gguf
 from smallbench.errors import SmallbenchError
 from tests import task_data
 from tests.conftest import require, run_cli
+from tests.parity import PROMPTS
+from tests.parity import loglikelihood_requests as _requests
 
 require("llama_cpp", "llama-cpp")
-
-PROMPTS = [
-    "Return a new list containing the",
-    "The default value of the key is",
-    "Raise ValueError if the path",
-    "Open the file and",
-]
 
 
 def _load(tiny_path, quant=None, **options):
@@ -38,21 +33,6 @@ def llama(tiny_path):
     b = _load(tiny_path)
     yield b
     b.close()
-
-
-def _requests(tf):
-    """Multiple-choice style (shared contexts, one of them the greedy answer), rolling style (lone
-    BOS) and a long context."""
-    reqs = []
-    for p in PROMPTS:
-        ctx = tf.tokenize(p)
-        for answer in (" list", " the file", " not None", " a new default value"):
-            reqs.append((ctx, tf.tokenize(answer, add_special_tokens=False)))
-        reqs.append((ctx, tf.stream(ctx, 5, ignore_eos=False).token_ids))  # the model's own greedy answer
-    reqs.append(([tf.bos_token_id], tf.tokenize(" ".join(PROMPTS), add_special_tokens=False)))
-    long = tf.tokenize(" ".join(PROMPTS * 12))
-    reqs.append((long[:-5], long[-5:]))
-    return reqs
 
 
 def test_gguf_tokenizer_matches_the_hf_tokenizer(llama, tf_backend):

