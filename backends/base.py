@@ -190,6 +190,41 @@ class Backend(ABC):
         """Reset the backend-side peak counters reported by :meth:`memory_stats`."""
 
 
+class HFTokenizerMixin:
+    """The token half of the contract for backends that tokenize with a Hugging Face tokenizer.
+    Needs ``self.tokenizer``, ``self._vocab_size`` and ``self._max_context``, set at load."""
+
+    tokenizer: Any
+    _vocab_size: int
+    _max_context: int
+
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    @property
+    def special_token_ids(self) -> set[int]:
+        return set(self.tokenizer.all_special_ids)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return self.tokenizer.bos_token_id
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def max_context(self) -> int:
+        return self._max_context
+
+
 def cut_at_stop(text: str, stop: list[str]) -> str:
     """``text`` up to (not including) the earliest occurrence of any stop string."""
     for s in stop:

@@ -10,7 +10,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from smallbench.backends.base import Backend, BackendInfo, Capabilities, LoadedModelInfo, LoadSpec, cut_at_stop
+from smallbench.backends.base import (
+    Backend,
+    BackendInfo,
+    Capabilities,
+    HFTokenizerMixin,
+    LoadedModelInfo,
+    LoadSpec,
+    cut_at_stop,
+)
 from smallbench.errors import SmallbenchError
 from smallbench.metrics import BatchTrace, GenerationTrace
 
@@ -71,7 +79,7 @@ class _TokenClock:
         pass
 
 
-class TransformersBackend(Backend):
+class TransformersBackend(HFTokenizerMixin, Backend):
     name = "transformers"
     requires_module = "transformers"
     install_hint = "pip install 'smallbench[transformers]' (install torch for your platform first)"
@@ -94,6 +102,7 @@ class TransformersBackend(Backend):
         self.batch_size = 16
         self.share_context = True
         self._max_context = 2048
+        self._vocab_size = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
     def import_library(self) -> None:
@@ -131,6 +140,7 @@ class TransformersBackend(Backend):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         self._max_context = _max_context(config, self.tokenizer)
+        self._vocab_size = min(len(self.tokenizer), model.config.vocab_size)
         total = sum(p.numel() for p in model.parameters())
         return LoadedModelInfo(
             params_total=total,
@@ -146,33 +156,6 @@ class TransformersBackend(Backend):
             import torch
 
             torch.cuda.empty_cache()
-
-    # -- tokens ------------------------------------------------------------------------------
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
-
-    def detokenize(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
-
-    @property
-    def special_token_ids(self) -> set[int]:
-        return set(self.tokenizer.all_special_ids)
-
-    @property
-    def vocab_size(self) -> int:
-        return min(len(self.tokenizer), self.model.config.vocab_size)
-
-    @property
-    def bos_token_id(self) -> int | None:
-        return self.tokenizer.bos_token_id
-
-    @property
-    def eos_token_id(self) -> int | None:
-        return self.tokenizer.eos_token_id
-
-    @property
-    def max_context(self) -> int:
-        return self._max_context
 
     # -- work --------------------------------------------------------------------------------
     def _generation_config(self, max_new_tokens: int, ignore_eos: bool):

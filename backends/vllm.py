@@ -27,7 +27,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from smallbench.backends.base import Backend, BackendInfo, Capabilities, LoadedModelInfo, LoadSpec, cut_at_stop
+from smallbench.backends.base import (
+    Backend,
+    BackendInfo,
+    Capabilities,
+    HFTokenizerMixin,
+    LoadedModelInfo,
+    LoadSpec,
+    cut_at_stop,
+)
 from smallbench.errors import SmallbenchError
 from smallbench.metrics import BatchTrace, GenerationTrace
 
@@ -111,7 +119,7 @@ def _meta_params(config, trust_remote_code: bool) -> int | None:
         return None
 
 
-class _VLLMBase(Backend):
+class _VLLMBase(HFTokenizerMixin, Backend):
     """What both vLLM modes share: engine settings from the LoadSpec, the HF tokenizer, self-description."""
 
     requires_module = "vllm"
@@ -201,33 +209,6 @@ class _VLLMBase(Backend):
             if self._kv_per_token:
                 info.kv_cache_bytes = self._kv_tokens * self._kv_per_token
         return info
-
-    # -- tokens ------------------------------------------------------------------------------
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
-
-    def detokenize(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
-
-    @property
-    def special_token_ids(self) -> set[int]:
-        return set(self.tokenizer.all_special_ids)
-
-    @property
-    def vocab_size(self) -> int:
-        return self._vocab_size
-
-    @property
-    def bos_token_id(self) -> int | None:
-        return self.tokenizer.bos_token_id
-
-    @property
-    def eos_token_id(self) -> int | None:
-        return self.tokenizer.eos_token_id
-
-    @property
-    def max_context(self) -> int:
-        return self._max_context
 
     def _fit(self, ids: list[int]) -> list[int]:
         """Cut a scoring sequence from the left to what the engine accepts as a prompt."""
