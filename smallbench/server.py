@@ -151,6 +151,13 @@ class ManagedServer:
             root = psutil.Process(self.proc.pid)
         kill_all(root, marked_processes(self.server_id))
         self.proc.wait()
+        # A worker the server was spawning while it got SIGTERM was not in the first scan: once the
+        # server is gone nothing new can appear, so scan again until no marked process is left.
+        for _ in range(5):
+            late = marked_processes(self.server_id)
+            if not late:
+                break
+            kill_all(None, late)
 
     def close(self, copy_log_to=None) -> None:
         """Stop the server, copy its log to ``copy_log_to`` (a text stream, e.g. the cell's log), delete it."""
