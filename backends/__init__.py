@@ -12,6 +12,7 @@ _REGISTRY: dict[str, str] = {
     "llama-cpp": "smallbench.backends.llama_cpp:LlamaCppBackend",
     "vllm": "smallbench.backends.vllm:VLLMBackend",
     "vllm-server": "smallbench.backends.vllm:VLLMServerBackend",
+    "mlx": "smallbench.backends.mlx:MLXBackend",
 }
 
 

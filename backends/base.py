@@ -225,6 +225,24 @@ class HFTokenizerMixin:
         return self._max_context
 
 
+#: Config fields that state a model's context length, in lm-eval HFLM's order, then other spellings.
+_CONTEXT_FIELDS = ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length", "seq_length")
+
+
+def config_max_context(config: Any) -> int | None:
+    """The context length a model config states (a ``transformers`` config or a ``config.json`` dict),
+    its text config first for multimodal models; None where it states none."""
+
+    def get(obj: Any, key: str) -> Any:
+        return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+    for cfg in (get(config, "text_config"), config):
+        for key in _CONTEXT_FIELDS:
+            if cfg is not None and get(cfg, key):
+                return int(get(cfg, key))
+    return None
+
+
 def cut_at_stop(text: str, stop: list[str]) -> str:
     """``text`` up to (not including) the earliest occurrence of any stop string."""
     for s in stop:

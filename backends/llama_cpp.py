@@ -20,7 +20,6 @@ picks the file: ``Q4_K_M``, ``Q8_0``, ``F16``...), or the built-in model, export
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import re
 import sys
@@ -33,6 +32,7 @@ import numpy as np
 from smallbench.backends.base import Backend, BackendInfo, Capabilities, LoadedModelInfo, LoadSpec, cut_at_stop
 from smallbench.errors import SmallbenchError
 from smallbench.metrics import BatchTrace, GenerationTrace
+from smallbench.tiny_model import builtin_weights_sha256
 
 DEFAULT_QUANT_BUILTIN = "F32"  # exact parity with the float32 checkpoint
 DEFAULT_QUANT_HUB = "Q4_K_M"  # what llama.cpp's own `-hf repo` picks when a repo has several
@@ -132,18 +132,6 @@ def select_gguf(files: list[str], quant: str | None, where: str) -> list[str]:
     return models[chosen[0]]
 
 
-def _builtin_weights(folder: Path) -> str | None:
-    """sha256 of the built-in model's weights if ``folder`` is the built-in model, else None."""
-    from smallbench import tiny_model
-
-    manifest = folder / "manifest.json"
-    if manifest.is_file():
-        data = json.loads(manifest.read_text())
-        if data.get("name") == tiny_model.NAME:
-            return data["weights_sha256"]
-    return None
-
-
 def resolve_gguf(spec: LoadSpec, quant: str | None) -> Path:
     """Local path (downloading from the Hub if needed) of the GGUF file to load."""
     source = Path(spec.source).expanduser()
@@ -152,7 +140,7 @@ def resolve_gguf(spec: LoadSpec, quant: str | None) -> Path:
             raise SmallbenchError(f"'{spec.source}' is not a .gguf file")
         return source
     if source.is_dir():
-        if not any(source.rglob("*.gguf")) and (sha := _builtin_weights(source)):
+        if not any(source.rglob("*.gguf")) and (sha := builtin_weights_sha256(source)):
             from smallbench.gguf_export import ensure_gguf
 
             return ensure_gguf(source, sha, quant or DEFAULT_QUANT_BUILTIN)

@@ -17,6 +17,7 @@ from smallbench.backends.base import (
     HFTokenizerMixin,
     LoadedModelInfo,
     LoadSpec,
+    config_max_context,
     cut_at_stop,
 )
 from smallbench.errors import SmallbenchError
@@ -380,10 +381,8 @@ def _active_params(model, config, total: int) -> int:
 
 
 def _max_context(config, tokenizer, default: int = 2048) -> int:
-    """The model's context length, looked up the way lm-eval's HFLM does (text config first)."""
-    for cfg in (getattr(config, "text_config", None), config):
-        for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
-            if cfg is not None and getattr(cfg, attr, None):
-                return int(getattr(cfg, attr))
+    """The model's context length as lm-eval's HFLM finds it: the config, else the tokenizer's limit."""
+    if n := config_max_context(config):
+        return n
     limit = getattr(tokenizer, "model_max_length", None)
     return int(limit) if limit and limit < 10**9 else default

@@ -34,6 +34,7 @@ from smallbench.backends.base import (
     HFTokenizerMixin,
     LoadedModelInfo,
     LoadSpec,
+    config_max_context,
     cut_at_stop,
 )
 from smallbench.errors import SmallbenchError
@@ -65,14 +66,6 @@ def _hf_config(spec: LoadSpec):
 
 def _text_config(config):
     return getattr(config, "text_config", None) or config
-
-
-def _config_max_context(config) -> int | None:
-    cfg = _text_config(config)
-    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        if getattr(cfg, attr, None):
-            return int(getattr(cfg, attr))
-    return None
 
 
 def kv_bytes_per_token(config, dtype: str) -> int | None:
@@ -169,7 +162,7 @@ class _VLLMBase(HFTokenizerMixin, Backend):
             self.dtype = "float32"  # AVX2 CPUs have no fast bf16 path
         else:
             self.dtype = ck if ck in ("float16", "bfloat16") else "bfloat16"
-        model_max = _config_max_context(config) or DEFAULT_MAX_CTX
+        model_max = config_max_context(config) or DEFAULT_MAX_CTX
         max_len = int(opts.get("n_ctx") or min(model_max, DEFAULT_MAX_CTX))
         if max_len > model_max:
             raise SmallbenchError(f"--ctx-size {max_len} exceeds the model's context ({model_max})")

@@ -57,6 +57,7 @@ def run(
     repeats: Annotated[int | None, typer.Option(help="Measured repetitions per suite.")] = None,
     warmup: Annotated[int | None, typer.Option(help="Warm-up repetitions (excluded).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for prompts / few-shot sampling.")] = None,
+    cooldown: Annotated[float | None, typer.Option(help="Seconds of idle between trials (laptops: heat).")] = None,
     tasks: Annotated[str | None, typer.Option(help="Accuracy tasks, comma list (smallbench list tasks).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Accuracy data: local HF-format files, no Hub.")] = None,
     limit: Annotated[int | None, typer.Option(help="Accuracy: documents per task.")] = None,
@@ -90,6 +91,7 @@ def run(
     settings = {k: v for k, v in {
         "preset": preset, "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
         "batch_sizes": _ints(batch_sizes, "--batch-sizes"), "repeats": repeats, "warmup": warmup, "seed": seed,
+        "cooldown_s": cooldown,
         "tasks": _split(tasks) if tasks is not None else None, "data_dir": str(data_dir) if data_dir else None,
         "limit": limit, "num_fewshot": num_fewshot, "concurrency": _ints(concurrency, "--concurrency"),
         "request_rate": request_rate, "ttft_slo_ms": ttft_slo_ms, "tpot_slo_ms": tpot_slo_ms,
@@ -156,6 +158,22 @@ def print_tables(records) -> None:
         console.print(summary_table(speed))
     for table in accuracy_tables(records):
         console.print(table)
+    for line in slowdown_warnings(records):
+        err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
+
+
+def slowdown_warnings(records) -> list[str]:
+    """One line per cell whose trials got steadily slower (the drift flag; see docs/metrics.md)."""
+    out = []
+    for r in records:
+        flagged = [m for m in r.metrics if m.drift and m.drift.flag]
+        if flagged:
+            worst = max(flagged, key=lambda m: m.drift.slowdown)
+            where = "".join(f" {k}={v}" for k, v in worst.labels.items())
+            out.append(f"{r.model.id} · {r.backend.name} · {r.suite}: {worst.name}{where} got steadily slower over "
+                       f"{worst.drift.n} trials (last third {worst.drift.slowdown:+.0%} vs first, rank correlation "
+                       f"{worst.drift.spearman:.2f}); thermal throttling? try --cooldown SECONDS")  # fmt: skip
+    return out
 
 
 def summary_table(records) -> Table:
@@ -166,8 +184,9 @@ def summary_table(records) -> Table:
     for col in ("TTFT ms", "TPOT ms", "decode tok/s", "peak RSS MiB"):
         table.add_column(col, justify="right", min_width=max(len(w) for w in col.split()))
     groups: dict[tuple[str, str], list] = {}
-    for r in records:
-        groups.setdefault((r.model.id, r.backend.name), []).append(r)
+    for r in records:  # one row per weights variant: a --quant list gives one row each
+        model = f"{r.model.id} [{r.model.quant}]" if r.model.quant else r.model.id
+        groups.setdefault((model, r.backend.name), []).append(r)
 
     def fmt(v, scale=1.0, digits=1):
         return "—" if v is None else f"{v * scale:,.{digits}f}"

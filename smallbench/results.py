@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, ValidationError
 from smallbench.backends.base import BackendInfo
 from smallbench.errors import SmallbenchError
 from smallbench.hardware import HardwareInfo
-from smallbench.stats import Stats
+from smallbench.stats import Drift, Stats
 
 SCHEMA_VERSION = 1
 
@@ -51,6 +51,8 @@ class Metric(BaseModel):
     samples_key: str | None = None
     #: Sweep coordinates of this value, e.g. ``{"batch_size": 4}``; become columns in ``load_results``.
     labels: dict[str, Any] = Field(default_factory=dict)
+    #: For per-trial samples in the order they ran: the trend across trials (thermal throttling).
+    drift: Drift | None = None
 
 
 class LoadRecord(BaseModel):
@@ -179,6 +181,8 @@ def records_to_frame(records: list[ResultRecord]):
                    "stderr": m.stderr, "higher_is_better": m.higher_is_better}  # fmt: skip
             if m.stats:
                 row.update(m.stats.model_dump())
+            if m.drift:
+                row.update(slowdown=m.drift.slowdown, slowdown_flag=m.drift.flag)
             rows.append(row)
     return pd.DataFrame(rows)
 

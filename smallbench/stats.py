@@ -14,6 +14,11 @@ from pydantic import BaseModel
 #: A coefficient of variation above this marks a metric as noisy (``cv_flag``).
 CV_THRESHOLD = 0.10
 BOOTSTRAP_RESAMPLES = 2000
+#: Slowdown across trials (thermal throttling): flagged when at least this many trials show a rank
+#: correlation with trial order of at least DRIFT_RHO and the last third is DRIFT_CHANGE slower.
+DRIFT_MIN_TRIALS = 5
+DRIFT_RHO = 0.8
+DRIFT_CHANGE = 0.05
 
 
 class Stats(BaseModel):
@@ -73,3 +78,40 @@ def summarize(samples: list[float]) -> Stats:
         cv=cv,
         cv_flag=bool(cv > CV_THRESHOLD),
     )
+
+
+class Drift(BaseModel):
+    """How a per-trial metric moved over the trials, in the order they ran."""
+
+    n: int
+    #: Spearman rank correlation between trial order and slowness (1 = every trial slower than the last).
+    spearman: float
+    #: How much slower the last third of the trials ran than the first third (medians): 0.1 = 10 % slower.
+    slowdown: float
+    #: A steady slowdown: spearman ≥ DRIFT_RHO and slowdown ≥ DRIFT_CHANGE over ≥ DRIFT_MIN_TRIALS trials.
+    flag: bool
+
+
+def drift(samples: list[float], higher_is_better: bool) -> Drift | None:
+    """Trend of per-trial samples taken in order; None with fewer than DRIFT_MIN_TRIALS. For a rate
+    (tok/s) slower means lower, for a time higher; ``slowdown`` is a ratio of times either way."""
+    x = np.asarray(samples, dtype=float)
+    if x.size < DRIFT_MIN_TRIALS:
+        return None
+    slowness = -x if higher_is_better else x
+    ranks = _ranks(slowness)
+    rho = 0.0 if ranks.std() == 0 else float(np.corrcoef(np.arange(x.size), ranks)[0, 1])
+    k = max(1, x.size // 3)
+    first, last = float(np.median(x[:k])), float(np.median(x[-k:]))
+    ratio = (first / last if higher_is_better else last / first) if first > 0 and last > 0 else 1.0
+    slowdown = ratio - 1.0
+    return Drift(n=int(x.size), spearman=rho, slowdown=slowdown,
+                 flag=bool(rho >= DRIFT_RHO and slowdown >= DRIFT_CHANGE))  # fmt: skip
+
+
+def _ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1, ties given their average rank (as Spearman's correlation needs)."""
+    ordinal = np.empty(a.size)
+    ordinal[a.argsort(kind="stable")] = np.arange(a.size)
+    _, group, counts = np.unique(a, return_inverse=True, return_counts=True)
+    return (np.bincount(group, weights=ordinal) / counts)[group]

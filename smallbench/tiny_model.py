@@ -190,3 +190,13 @@ def ensure_built(progress=None) -> Path:
 
 def manifest(path: Path | None = None) -> dict:
     return json.loads(((path or model_dir()) / "manifest.json").read_text())
+
+
+def builtin_weights_sha256(folder: Path) -> str | None:
+    """sha256 of the weights if ``folder`` holds the built-in model (backends that export it to their
+    own format key their cached copies by it), else None."""
+    if (folder / "manifest.json").is_file():
+        data = manifest(folder)
+        if data.get("name") == NAME:
+            return data["weights_sha256"]
+    return None

@@ -6,6 +6,7 @@ traces into numbers with :mod:`smallbench.metrics` and :mod:`smallbench.stats`.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from smallbench.backends.base import Backend, LoadedModelInfo
 from smallbench.results import LoadRecord, Metric
-from smallbench.stats import summarize
+from smallbench.stats import drift, summarize
 
 
 class SuiteSettings(BaseModel):
@@ -26,10 +27,15 @@ class SuiteSettings(BaseModel):
     seed: int = 0
     warmup: int = Field(1, ge=0)
     repeats: int = Field(3, ge=1)
+    #: Seconds of idle between trials, to let a laptop's chip cool down (thermal throttling).
+    cooldown_s: float = Field(0.0, ge=0)
 
     def trials(self) -> Iterator[tuple[int, bool]]:
-        """(trial index, measured?) for the warm-up trials (not measured) then the measured ones."""
+        """(trial index, measured?) for the warm-up trials (not measured) then the measured ones,
+        with ``cooldown_s`` of sleep before every trial after the first."""
         for i in range(self.warmup + self.repeats):
+            if i and self.cooldown_s:
+                time.sleep(self.cooldown_s)
             yield i, i >= self.warmup
 
 
@@ -46,14 +52,17 @@ class SuiteResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def add(
-        self, name: str, unit: str, samples: list[float], higher_is_better: bool, **labels: Any
-    ) -> Metric:
-        """Record raw samples and a metric whose value is their median, with full statistics."""
+        self, name: str, unit: str, samples: list[float], higher_is_better: bool, per_trial: bool = False,
+        **labels: Any,
+    ) -> Metric:  # fmt: skip
+        """Record raw samples and a metric whose value is their median, with full statistics; with
+        ``per_trial`` (one sample per trial, in the order they ran) also their drift across trials."""
         key = name + "".join(f"[{k}={v}]" for k, v in labels.items())
         self.samples[key] = [float(x) for x in samples]
         stats = summarize(self.samples[key])
         m = Metric(name=name, unit=unit, value=stats.p50, stats=stats, higher_is_better=higher_is_better,
-                   samples_key=key, labels=labels)  # fmt: skip
+                   samples_key=key, labels=labels,
+                   drift=drift(self.samples[key], higher_is_better) if per_trial else None)  # fmt: skip
         self.metrics.append(m)
         return m
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from pydantic import Field
 
 from smallbench import metrics as M
@@ -16,7 +14,6 @@ class LatencySettings(SuiteSettings):
     gen_tokens: int = 64
     warmup: int = Field(2, ge=0)
     repeats: int = Field(10, ge=1)
-    cooldown_s: float = 0.0
 
 
 class LatencySuite(Suite):
@@ -30,17 +27,15 @@ class LatencySuite(Suite):
             trace = backend.stream(synthetic_prompt(backend, s.prompt_tokens, s.seed + i), s.gen_tokens)
             if measured:
                 traces.append(trace)
-            if s.cooldown_s:
-                time.sleep(s.cooldown_s)
         out = SuiteResult()
-        out.add("ttft", "s", [M.ttft(t) for t in traces], higher_is_better=False)
-        out.add("tpot", "s", [M.tpot(t) for t in traces], higher_is_better=False)
+        out.add("ttft", "s", [M.ttft(t) for t in traces], higher_is_better=False, per_trial=True)
+        out.add("tpot", "s", [M.tpot(t) for t in traces], higher_is_better=False, per_trial=True)
         out.add("itl", "s", [g for t in traces for g in M.itl(t)], higher_is_better=False)
-        out.add("e2e_latency", "s", [M.e2e_latency(t) for t in traces], higher_is_better=False)
-        out.add("prefill_tok_s", "tok/s", [M.prefill_tps(t) for t in traces], higher_is_better=True)
-        out.add("decode_tok_s", "tok/s", [M.decode_tps(t) for t in traces], higher_is_better=True)
+        out.add("e2e_latency", "s", [M.e2e_latency(t) for t in traces], higher_is_better=False, per_trial=True)
+        out.add("prefill_tok_s", "tok/s", [M.prefill_tps(t) for t in traces], higher_is_better=True, per_trial=True)
+        out.add("decode_tok_s", "tok/s", [M.decode_tps(t) for t in traces], higher_is_better=True, per_trial=True)
         engine = [t.engine_ttft for t in traces if t.engine_ttft is not None]
         if len(engine) == len(traces):  # the engine's own TTFT, beside the client-side one
-            out.add("engine_ttft", "s", engine, higher_is_better=False)
+            out.add("engine_ttft", "s", engine, higher_is_better=False, per_trial=True)
         out.extra["output_tokens"] = [t.n_out for t in traces]
         return out
