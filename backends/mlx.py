@@ -55,8 +55,6 @@ FLOAT_QUANTS = {"float32": "float32", "f32": "float32", "fp32": "float32", "floa
                 "fp16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
 BIT_QUANTS = {f"{b}bit": b for b in (8, 6, 5, 4, 3, 2)}
 GROUP_SIZE = 64  # mlx_lm.convert's default
-_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-           "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
 PREFILL_STEP = 2048  # mlx-lm's default prompt chunk
 _DROPPED = ("threads", "n_gpu_layers", "prefix_caching", "n_ctx", "batch_size")  # other backends' knobs
 
@@ -185,13 +183,14 @@ class MLXBackend(HFTokenizerMixin, Backend):
         self.wrapper = None  # mlx-lm's TokenizerWrapper
         self.config: dict[str, Any] = {}
         self.device = None
-        self.stream_ = None
+        self.mx_stream = None
         self.weights: str | None = None
         self.quant: str | None = None
         self.dtype: str | None = None
         self.prefill_step = PREFILL_STEP
         self._eos: set[int] = set()
         self._vocab_size = 0
+        self._model_vocab = 0
         self._max_context = 2048
         self._mx = None
 
@@ -215,11 +214,11 @@ class MLXBackend(HFTokenizerMixin, Backend):
             raise SmallbenchError(f"unknown mlx option(s): {', '.join(opts)}")
         if spec.dummy:
             raise SmallbenchError("mlx has no random-weights mode (--dummy); load a checkpoint")
-        if spec.dtype != "auto" and spec.dtype not in _DTYPES:
+        if spec.dtype != "auto" and spec.dtype not in FLOAT_QUANTS:
             raise SmallbenchError(f"unknown dtype '{spec.dtype}'; choose from: auto, float32, float16, bfloat16")
         self.device = _device(spec.device)
         mx.set_default_device(self.device)
-        self.stream_ = mx.new_stream(self.device)
+        self.mx_stream = mx.new_stream(self.device)
         self.weights, self.quant = resolve_weights(spec)
         try:
             model, wrapper, config = load(
@@ -230,26 +229,27 @@ class MLXBackend(HFTokenizerMixin, Backend):
         except Exception as exc:
             raise SmallbenchError(f"mlx-lm could not load '{spec.source}': {exc}") from exc
         if spec.dtype != "auto":  # casts the float parameters (quantized weights stay packed)
-            model.set_dtype(getattr(mx, _DTYPES[spec.dtype]))
+            model.set_dtype(getattr(mx, FLOAT_QUANTS[spec.dtype]))
         self.model, self.wrapper, self.config = model, wrapper, config
         self.tokenizer = wrapper._tokenizer
         self._eos = set(wrapper.eos_token_ids)
         if self.tokenizer.eos_token_id is not None:
             self._eos.add(self.tokenizer.eos_token_id)
         text = config.get("text_config") or config
-        self._vocab_size = min(len(self.tokenizer), text.get("vocab_size") or 10**9)
+        self._model_vocab = int(text.get("vocab_size") or len(self.tokenizer))  # rows of the logits
+        self._vocab_size = min(len(self.tokenizer), self._model_vocab)
         self._max_context = config_max_context(config) or 2048
         params = [v for _, v in tree_flatten(model.parameters())]
         floats = [str(v.dtype).removeprefix("mlx.core.") for v in params if mx.issubdtype(v.dtype, mx.floating)]
         self.dtype = max(set(floats), key=floats.count) if floats else None
         q = config.get("quantization")
-        quant = self.quant or (f"{q['bits']}bit" if isinstance(q, dict) and "bits" in q else None)
-        self.quant = quant
+        if self.quant is None and isinstance(q, dict) and "bits" in q:  # an MLX repo quantized already
+            self.quant = f"{q['bits']}bit"
         return LoadedModelInfo(
             params_total=get_total_parameters(model),
             params_active=None,
             dtype=self.dtype,
-            quant=quant,
+            quant=self.quant,
             max_context=self._max_context,
             vocab_size=text.get("vocab_size"),
             weights_bytes=sum(v.nbytes for v in params),
@@ -270,15 +270,10 @@ class MLXBackend(HFTokenizerMixin, Backend):
             from mlx_lm.sample_utils import greedy_sampler
 
             return greedy_sampler
-        mask = np.zeros(self.model_vocab, np.float32)
-        mask[[t for t in self._eos if t < self.model_vocab]] = -np.inf
+        mask = np.zeros(self._model_vocab, np.float32)
+        mask[[t for t in self._eos if t < self._model_vocab]] = -np.inf
         bias = mx.array(mask)
         return lambda logprobs: mx.argmax(logprobs + bias, axis=-1)
-
-    @property
-    def model_vocab(self) -> int:
-        text = self.config.get("text_config") or self.config
-        return int(text.get("vocab_size") or self._vocab_size)
 
     def _generate_one(self, prompt: list[int], max_new: int, ignore_eos: bool, stop: list[str] | None = None):
         """Greedy decode of one sequence with mlx-lm's generate_step: (t_send, arrival times, token ids)."""
@@ -292,9 +287,9 @@ class MLXBackend(HFTokenizerMixin, Backend):
         times: list[float] = []
         out: list[int] = []
         clock, stamp, push, eos = time.perf_counter, times.append, out.append, self._eos
-        with wired_limit(self.model, [self.stream_]):
+        with wired_limit(self.model, [self.mx_stream]):
             t_send = clock()
-            steps = generate_step(mx.array(prompt), self.model, self.stream_, max_tokens=max_new, sampler=sampler,
+            steps = generate_step(mx.array(prompt), self.model, self.mx_stream, max_tokens=max_new, sampler=sampler,
                                   prefill_step_size=self.prefill_step)  # fmt: skip
             for tok, _ in steps:
                 stamp(clock())
@@ -304,7 +299,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
                 if stop and any(s in self.tokenizer.decode(out) for s in stop):
                     break
             steps.close()
-            mx.synchronize(self.stream_)  # generate_step computes one step ahead; let it finish off the clock
+            mx.synchronize(self.mx_stream)  # generate_step computes one step ahead; let it finish off the clock
         return t_send, times, out
 
     def stream(self, prompt_ids: list[int], max_new_tokens: int, ignore_eos: bool = True) -> GenerationTrace:
@@ -330,7 +325,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
         stop = None if ignore_eos else [[t] for t in sorted(self._eos)]
         gen = BatchGenerator(self.model, max_tokens=max_new_tokens, stop_tokens=stop,
                              sampler=self._sampler(ignore_eos), completion_batch_size=b, prefill_batch_size=b,
-                             prefill_step_size=self.prefill_step, stream=self.stream_)  # fmt: skip
+                             prefill_step_size=self.prefill_step, stream=self.mx_stream)  # fmt: skip
         out: list[list[int]] = [[] for _ in range(b)]
         clock = time.perf_counter
         try:
@@ -344,7 +339,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
                     out[row[r.uid]].append(r.token)
         finally:
             gen.close()
-            self._mx.synchronize(self.stream_)
+            self._mx.synchronize(self.mx_stream)
         return BatchTrace(t_send=t_send, t_first=t_first, t_last=t_last, batch=b, n_prompt=n_prompt,
                           n_out=[len(o) for o in out], token_ids=out)  # fmt: skip
 
@@ -366,7 +361,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
         mx = self._mx
         rows = []
         n = len(tokens)
-        with mx.stream(self.stream_):
+        with mx.stream(self.mx_stream):
             for a in range(0, n, self.prefill_step):
                 chunk = tokens[a : a + self.prefill_step]
                 logits = self.model(mx.array(chunk)[None], cache=cache)[0]

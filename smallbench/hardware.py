@@ -48,6 +48,8 @@ class HardwareInfo(BaseModel):
         """Short stable id of the hardware (not of the host): same machine kind, same id."""
         gpu = ",".join(f"{g.name}:{g.memory_total_bytes}" for g in self.gpus)
         key = f"{self.arch}|{self.cpu_model}|{self.cpu_threads}|{self.ram_bytes // 2**30}|{gpu}"
+        if self.apple:  # one chip name comes with several GPU core counts (an M3 Max has 30 or 40)
+            key += f"|{self.apple.gpu_cores}"
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     @computed_field
@@ -89,14 +91,17 @@ def _apple() -> AppleInfo | None:
         return None
     chip = _run(["sysctl", "-n", "machdep.cpu.brand_string"]) or "Apple Silicon"
     mem = _run(["sysctl", "-n", "hw.memsize"])
-    cores = None
-    prof = _run(["system_profiler", "SPDisplaysDataType"], timeout=30)
-    if prof:
-        for line in prof.splitlines():
-            if "Total Number of Cores" in line:
-                with contextlib.suppress(ValueError):
-                    cores = int(line.split(":", 1)[1].strip())
+    cores = apple_gpu_cores(_run(["system_profiler", "SPDisplaysDataType"], timeout=30) or "")
     return AppleInfo(chip=chip, gpu_cores=cores, unified_memory_bytes=int(mem) if mem else None)
+
+
+def apple_gpu_cores(displays: str) -> int | None:
+    """GPU core count from ``system_profiler SPDisplaysDataType`` ("Total Number of Cores: 10")."""
+    for line in displays.splitlines():
+        if "Total Number of Cores" in line:
+            with contextlib.suppress(ValueError):
+                return int(line.split(":", 1)[1].strip())
+    return None
 
 
 def nvml_gpus() -> list[GPUInfo]:

@@ -1,9 +1,10 @@
 """A model server that smallbench starts, watches and stops: one subprocess bound to 127.0.0.1.
 
 The server's output goes to a log file whose tail ends every error message. Stopping kills the
-server's whole process tree (vLLM's API server spawns engine-core and worker processes); on Linux
-the server also gets SIGTERM if the process that started it dies. Every process of the server carries
-an environment marker, so even workers orphaned by a crashed server are found and stopped.
+server's whole process tree (vLLM's API server spawns engine-core and worker processes), then its
+process group; on Linux the server also gets SIGTERM if the process that started it dies. Every
+process of the server carries an environment marker, so even workers orphaned by a crashed server
+are found and stopped.
 """
 
 from __future__ import annotations
@@ -104,8 +105,9 @@ class ManagedServer:
             argv = [sys.executable, "-c", _EXEC_DYING_WITH_PARENT, *argv]
         with open(self.log_path, "wb") as log:
             env = {**(self.env if self.env is not None else os.environ), MARKER: self.server_id}
+            # its own process group, so that stop() can also end processes it is still spawning
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env)  # fmt: skip
+                                         env=env, start_new_session=True)  # fmt: skip
         deadline = time.monotonic() + self.start_timeout
         while True:
             if (code := self.proc.poll()) is not None:
@@ -151,8 +153,11 @@ class ManagedServer:
             root = psutil.Process(self.proc.pid)
         kill_all(root, marked_processes(self.server_id))
         self.proc.wait()
-        # A worker the server was spawning while it got SIGTERM was not in the first scan: once the
-        # server is gone nothing new can appear, so scan again until no marked process is left.
+        # A worker the server was spawning while it got SIGTERM was in neither the tree nor the scan:
+        # SIGKILL what is left of the server's process group (at once, so no member can spawn another),
+        # then scan for marked processes that left the group, until none is left.
+        with contextlib.suppress(OSError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         for _ in range(5):
             late = marked_processes(self.server_id)
             if not late:

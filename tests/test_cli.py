@@ -88,3 +88,20 @@ def test_list_and_env(tmp_path):
     assert bad.returncode == 2 and "models, backends, suites" in bad.stderr
     env = run_cli("env", cwd=tmp_path)
     assert env.returncode == 0 and "cpu_model" in env.stdout
+
+
+def test_report_warns_of_trials_that_got_steadily_slower(main_run, tmp_path):
+    from smallbench.stats import drift
+
+    cwd, _ = main_run
+    rec = json.loads(next((cwd / "results").glob("*__latency__*.json")).read_text())
+    tpot = next(m for m in rec["metrics"] if m["name"] == "tpot")
+    heating = [0.010, 0.0104, 0.0109, 0.0115, 0.0121, 0.0128]
+    tpot["drift"] = drift(heating, higher_is_better=False).model_dump()
+    (tmp_path / "hot.json").write_text(json.dumps(rec))
+    res = run_cli("report", str(tmp_path / "hot.json"), cwd=tmp_path)
+    assert res.returncode == 0
+    assert "tpot got steadily slower over 6 trials" in res.stderr and "--cooldown" in res.stderr
+    plain = run_cli("report", "results", cwd=cwd)
+    assert "steadily slower" not in plain.stderr
+    assert load_results(tmp_path / "hot.json").query("metric == 'tpot'")["slowdown_flag"].iloc[0]

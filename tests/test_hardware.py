@@ -1,6 +1,6 @@
 import pytest
 
-from smallbench.hardware import hardware_info, nvml_gpus, software_versions
+from smallbench.hardware import AppleInfo, apple_gpu_cores, hardware_info, nvml_gpus, software_versions
 from smallbench.telemetry import MemorySampler
 
 
@@ -29,3 +29,23 @@ def test_nvml_gpu_fields():
     g = nvml_gpus()[0]
     assert g.memory_total_bytes > 0 and g.driver_version
     assert g.peak_bandwidth_bytes_s is None or g.peak_bandwidth_bytes_s > 1e11
+
+
+def test_apple_fingerprint_names_chip_gpu_cores_and_unified_memory():
+    displays = """Graphics/Displays:
+
+    Apple M3 Max:
+
+      Chipset Model: Apple M3 Max
+      Type: GPU
+      Bus: Built-In
+      Total Number of Cores: 40
+      Vendor: Apple (0x106b)
+      Metal Support: Metal 3
+"""
+    assert apple_gpu_cores(displays) == 40 and apple_gpu_cores("") is None
+    hw = hardware_info()
+    base = {**hw.model_dump(exclude={"fingerprint", "accelerator", "apple"}), "gpus": []}
+    m3 = [type(hw)(**base, apple=AppleInfo(chip="Apple M3 Max", gpu_cores=c, unified_memory_bytes=64 * 2**30))
+          for c in (30, 40)]  # fmt: skip
+    assert m3[0].accelerator == "Apple M3 Max" and m3[0].fingerprint != m3[1].fingerprint

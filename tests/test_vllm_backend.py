@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import psutil
 import pytest
@@ -180,7 +181,9 @@ def _server_ids() -> set[str]:
 def no_leftovers():
     before = _server_ids()
     yield
-    assert _server_ids() <= before, "a server process outlived its failure"
+    for _ in range(10):  # also no late engine process, spawned by a server that was still starting
+        assert _server_ids() <= before, "a server process outlived its failure"
+        time.sleep(0.5)
 
 
 def _assert_one_line(exc: SmallbenchError, *expected: str) -> None:
