@@ -84,7 +84,7 @@ class Drift(BaseModel):
     """How a per-trial metric moved over the trials, in the order they ran."""
 
     n: int
-    #: Spearman rank correlation between trial order and slowness (1 = every trial slower than the last).
+    #: Spearman rank correlation between trial order and slowness (1 = each trial slower than the one before).
     spearman: float
     #: How much slower the last third of the trials ran than the first third (medians): 0.1 = 10 % slower.
     slowdown: float
