@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ def require(module: str, extra: str):
     """Import a backend's library. Missing in CI is a failure (every backend that runs on the CPU
     machine is tested for real there); missing on a developer's machine skips with the reason."""
     if os.environ.get("CI"):
-        return __import__(module)
+        return importlib.import_module(module)
     return pytest.importorskip(module, reason=f"{module} not installed (pip install -e '.[{extra}]')")
 
 
