@@ -63,7 +63,7 @@ def run(
     limit: Annotated[int | None, typer.Option(help="Accuracy: documents per task.")] = None,
     num_fewshot: Annotated[int | None, typer.Option(help="Accuracy: few-shot examples (default: the task's).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Backend batch size for scoring / generation.")] = None,
-    quant: Annotated[str | None, typer.Option(help="Weights variant(s), comma list: GGUF Q4_K_M, Q8_0...")] = None,
+    quant: Annotated[str | None, typer.Option(help="Weights variants, comma list: Q4_K_M (GGUF), 4bit (MLX)")] = None,
     ctx_size: Annotated[int | None, typer.Option(help="llama-cpp, vllm: context tokens (default ≤ 4096).")] = None,
     n_gpu_layers: Annotated[int | None, typer.Option(help="llama-cpp: layers on the GPU (default all).")] = None,
     prefix_caching: Annotated[bool, typer.Option(help="vllm: keep prefix caching on (off by default).")] = False,
