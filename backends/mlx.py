@@ -77,21 +77,25 @@ def resolve_weights(spec: LoadSpec) -> tuple[str, str | None]:
     source = Path(spec.source).expanduser()
     if source.is_dir() and (sha := builtin_weights_sha256(source)):
         quant = quant or "float32"  # the built-in model is float32: exact parity with the other backends
-        return str(ensure_converted(str(source), None, quant, sha[:16], source.name)), quant
+        return str(ensure_converted(source, quant, sha[:16], source.name)), quant
     if quant is None:
         return spec.source, None
-    if source.is_dir() and "quantization" in _read_config(source):
+    local = Path(_local_copy(spec.source, spec.revision))
+    if "quantization" in _read_config(local):
         raise SmallbenchError(f"'{spec.source}' is already quantized; --quant converts unquantized checkpoints only")
-    key = hashlib.sha256(f"{spec.source}@{spec.revision}".encode()).hexdigest()[:16]
+    # keyed by the exact files: a Hub snapshot's path names its commit; a local folder's weights by size and time
+    stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(local.glob("*.safetensors"))]
+    key = hashlib.sha256(f"{local.resolve()}|{stamp}".encode()).hexdigest()[:16]
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.source.strip("/").split("/")[-1])
-    return str(ensure_converted(spec.source, spec.revision, quant, key, name, spec.trust_remote_code)), quant
+    return str(ensure_converted(local, quant, key, name, spec.trust_remote_code)), quant
 
 
 def _local_copy(source: str, revision: str | None) -> str:
     """A local folder for ``source``: itself, or the Hub repo's snapshot (downloaded, or from the cache
-    offline) holding the files mlx-lm loads."""
+    offline) holding the files mlx-lm loads. (Given a repo id, mlx_lm.convert would also fetch the
+    repo's model card from the Hub.)"""
     if Path(source).expanduser().exists():
-        return source
+        return str(Path(source).expanduser())
     from huggingface_hub import snapshot_download
     from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
 
@@ -108,9 +112,9 @@ def _read_config(folder: Path) -> dict:
         return {}
 
 
-def ensure_converted(source: str, revision: str | None, quant: str, key: str, name: str,
-                     trust_remote_code: bool = False) -> Path:  # fmt: skip
-    """The cached MLX conversion of ``source`` in ``quant``, made first with ``mlx_lm.convert`` if missing."""
+def ensure_converted(source: Path, quant: str, key: str, name: str, trust_remote_code: bool = False) -> Path:
+    """The cached MLX conversion of the local checkpoint ``source`` in ``quant``, made first with
+    ``mlx_lm.convert`` if missing."""
     folder = cache_dir() / "mlx" / key / f"{name}-{quant}"
     if (folder / "config.json").exists():
         return folder
@@ -127,8 +131,7 @@ def ensure_converted(source: str, revision: str | None, quant: str, key: str, na
             args.update(quantize=True, q_bits=BIT_QUANTS[quant], q_group_size=GROUP_SIZE)
         try:
             with contextlib.redirect_stdout(sys.stderr):  # mlx_lm.convert prints progress
-                # a local folder: mlx_lm.convert would otherwise fetch the repo's model card from the Hub
-                convert(_local_copy(source, revision), str(tmp), trust_remote_code=trust_remote_code, **args)
+                convert(str(source), str(tmp), trust_remote_code=trust_remote_code, **args)
         except Exception as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise SmallbenchError(f"mlx_lm.convert could not convert '{source}' to {quant}: {exc}") from exc

@@ -211,6 +211,10 @@ def test_hub_repos_load_from_the_cache_offline(tmp_path, tiny_path, mlx_b):
     quants = dict(zip(df["model"], df["quant"], strict=True))
     assert quants == {"someorg/tiny-mlx-4bit": "4bit", "someorg/tiny": "8bit"}
     assert (tmp_path / "cache" / "mlx").is_dir()  # the 8-bit conversion went to smallbench's cache
+    again = run_cli("run", "--backend", "mlx", "--model", "someorg/tiny-mlx-4bit", "--quant", "8bit", "--suite",
+                    "latency", "--repeats", "1", "--output", str(tmp_path / "r2"), cwd=tmp_path, env=env)  # fmt: skip
+    rec = json.loads(next((tmp_path / "r2").glob("*.json")).read_text())
+    assert again.returncode == 1 and "'someorg/tiny-mlx-4bit' is already quantized" in rec["error"]
 
 
 def test_bad_input_is_one_line(tmp_path):
