@@ -428,11 +428,8 @@ class LlamaCppBackend(Backend):
     ) -> BatchTrace:
         if len({len(p) for p in prompts}) != 1:
             raise ValueError("generate_batch needs equal-length prompts")
-        n_prompt = len(prompts[0])
         if len(prompts) == 1:
-            t_send, times, out = self._generate_one(prompts[0], max_new_tokens, ignore_eos)
-            return BatchTrace(t_send=t_send, t_first=times[0], t_last=times[-1], batch=1, n_prompt=n_prompt,
-                              n_out=[len(out)], token_ids=[out])  # fmt: skip
+            return BatchTrace.of([self.stream(prompts[0], max_new_tokens, ignore_eos)])
         return self._generate_many(prompts, max_new_tokens, ignore_eos)
 
     def _multi_context(self, n_seq: int, n_tokens: int):

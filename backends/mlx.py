@@ -315,11 +315,9 @@ class MLXBackend(HFTokenizerMixin, Backend):
     ) -> BatchTrace:
         if len({len(p) for p in prompts}) != 1:
             raise ValueError("generate_batch needs equal-length prompts")
+        if len(prompts) == 1:
+            return BatchTrace.of([self.stream(prompts[0], max_new_tokens, ignore_eos)])
         n_prompt, b = len(prompts[0]), len(prompts)
-        if b == 1:
-            t_send, times, out = self._generate_one(prompts[0], max_new_tokens, ignore_eos)
-            return BatchTrace(t_send=t_send, t_first=times[0], t_last=times[-1], batch=1, n_prompt=n_prompt,
-                              n_out=[len(out)], token_ids=[out])  # fmt: skip
         from mlx_lm.generate import BatchGenerator
 
         if n_prompt + max_new_tokens > self._max_context:

@@ -296,7 +296,7 @@ class VLLMBackend(_VLLMBase):
 
     def generate_batch(self, prompts: list[list[int]], max_new_tokens: int, ignore_eos: bool = True) -> BatchTrace:
         t_send, traces, _ = self._run(prompts, self._params(max_new_tokens, ignore_eos))
-        return _batch_trace(t_send, traces)
+        return BatchTrace.of(traces, t_send)
 
     def loglikelihood(self, requests: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         from vllm.sampling_params import RequestOutputKind
@@ -401,7 +401,7 @@ class VLLMServerBackend(_VLLMBase):
 
     def generate_batch(self, prompts: list[list[int]], max_new_tokens: int, ignore_eos: bool = True) -> BatchTrace:
         traces = self._stream(prompts, max_new_tokens, ignore_eos, len(prompts))
-        return _batch_trace(min(t.t_send for t in traces), traces)
+        return BatchTrace.of(traces)
 
     def stream_concurrent(self, prompts, max_new_tokens, max_concurrency, request_rate=None, seed=0):
         return self._stream(prompts, max_new_tokens, True, max_concurrency, request_rate, seed)
@@ -422,17 +422,6 @@ class VLLMServerBackend(_VLLMBase):
                     for p in prompts]  # fmt: skip
         answers = self._guard(lambda: self.client.complete(payloads), "while generating")
         return [cut_at_stop(a["choices"][0]["text"], stop) for a in answers]
-
-
-def _batch_trace(t_send: float, traces: list[GenerationTrace]) -> BatchTrace:
-    """A batch's trace from its requests' traces: prefill ends when the last sequence has its first token."""
-    if any(not t.chunks for t in traces):
-        raise SmallbenchError("a sequence of the batch produced no tokens")
-    return BatchTrace(
-        t_send=t_send, t_first=max(t.chunks[0][0] for t in traces), t_last=max(t.chunks[-1][0] for t in traces),
-        batch=len(traces), n_prompt=traces[0].n_prompt, n_out=[t.n_out for t in traces],
-        token_ids=[t.token_ids for t in traces],
-    )  # fmt: skip
 
 
 _INFO_RE = re.compile(r"^vllm:cache_config_info\{(?P<labels>[^}]*)\}", re.M)

@@ -47,6 +47,19 @@ class BatchTrace:
     n_out: list[int]
     token_ids: list[list[int]] = field(default_factory=list)  # per sequence, where the backend returns them
 
+    @classmethod
+    def of(cls, traces: list[GenerationTrace], t_send: float | None = None) -> BatchTrace:
+        """A batch's trace from its sequences' traces (sent at ``t_send``, else at the earliest send):
+        prefill ends when the last sequence has its first token, decode when the last has its last."""
+        if any(not t.chunks for t in traces):
+            raise MetricError("a sequence of the batch produced no tokens")
+        return cls(
+            t_send=min(t.t_send for t in traces) if t_send is None else t_send,
+            t_first=max(t.chunks[0][0] for t in traces), t_last=max(t.chunks[-1][0] for t in traces),
+            batch=len(traces), n_prompt=traces[0].n_prompt, n_out=[t.n_out for t in traces],
+            token_ids=[t.token_ids for t in traces],
+        )  # fmt: skip
+
 
 class MetricError(ValueError):
     """A trace that cannot yield the requested metric (e.g. no tokens)."""

@@ -61,3 +61,13 @@ def test_output_throughput_and_goodput():
 
 def test_roofline():
     assert M.roofline_fraction(100.0, 2e9, 4e11) == pytest.approx(0.5)
+
+
+def test_batch_trace_of_sequence_traces():
+    other = M.GenerationTrace(t_send=10.2, n_prompt=100, chunks=[(10.7, 1), (10.9, 2)], token_ids=[5, 6, 7])
+    b = M.BatchTrace.of([ONE, other])
+    assert (b.t_send, b.t_first, b.t_last, b.batch, b.n_out) == (10.0, 10.7, 11.1, 2, [4, 3])
+    assert b.token_ids == [[], [5, 6, 7]] and M.BatchTrace.of([other], t_send=9.0).t_send == 9.0
+    assert M.batch_decode_tps(b) == pytest.approx((3 + 2) / (11.1 - 10.7))
+    with pytest.raises(M.MetricError):
+        M.BatchTrace.of([ONE, M.GenerationTrace(t_send=10.0, n_prompt=100)])
