@@ -378,8 +378,10 @@ class LlamaCppBackend(Backend):
             tok = int(logits.argmax())
         return tok
 
-    def _generate_one(self, prompt: list[int], max_new: int, ignore_eos: bool, stop: list[str] | None = None):
-        """Greedy decode of one sequence: (t_send, token arrival times, token ids)."""
+    def stream(
+        self, prompt: list[int], max_new: int, ignore_eos: bool = True, stop: list[str] | None = None
+    ) -> GenerationTrace:
+        """Greedy decode of one sequence, a timestamp per token; ``stop`` strings end it early (generate_until)."""
         ll = self._ll
         self._check_fits(len(prompt) + max_new, f"a prompt of {len(prompt)} tokens + {max_new} new tokens")
         ctx = self.ctx
@@ -416,12 +418,7 @@ class LlamaCppBackend(Backend):
                 tok = self._greedy(ctx, True)
             stamp(clock())
             push(tok)
-        return t_send, times, out
-
-    def stream(self, prompt_ids: list[int], max_new_tokens: int, ignore_eos: bool = True) -> GenerationTrace:
-        t_send, times, out = self._generate_one(prompt_ids, max_new_tokens, ignore_eos)
-        return GenerationTrace(t_send=t_send, n_prompt=len(prompt_ids), chunks=[(t, 1) for t in times],
-                               token_ids=out)  # fmt: skip
+        return GenerationTrace(t_send=t_send, n_prompt=len(prompt), chunks=[(t, 1) for t in times], token_ids=out)
 
     def generate_batch(
         self, prompts: list[list[int]], max_new_tokens: int, ignore_eos: bool = True
@@ -526,7 +523,7 @@ class LlamaCppBackend(Backend):
         stop = [s for s in stop if s]
         out = []
         for prompt in prompts:  # the caller has cut each prompt to leave room for max_new_tokens
-            _, _, ids = self._generate_one(prompt, min(max_new_tokens, self.n_ctx - len(prompt)), False, stop)
+            ids = self.stream(prompt, min(max_new_tokens, self.n_ctx - len(prompt)), False, stop).token_ids
             ids = [t for t in ids if t not in self._eog]
             out.append(cut_at_stop(self.detokenize(ids, skip_special=True), stop))
         return out

@@ -278,8 +278,11 @@ class MLXBackend(HFTokenizerMixin, Backend):
         bias = mx.array(mask)
         return lambda logprobs: mx.argmax(logprobs + bias, axis=-1)
 
-    def _generate_one(self, prompt: list[int], max_new: int, ignore_eos: bool, stop: list[str] | None = None):
-        """Greedy decode of one sequence with mlx-lm's generate_step: (t_send, arrival times, token ids)."""
+    def stream(
+        self, prompt: list[int], max_new: int, ignore_eos: bool = True, stop: list[str] | None = None
+    ) -> GenerationTrace:
+        """Greedy decode of one sequence with mlx-lm's generate_step, a timestamp per token; ``stop``
+        strings end it early (generate_until)."""
         mx = self._mx
         from mlx_lm.generate import generate_step, wired_limit
 
@@ -303,12 +306,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
                     break
             steps.close()
             mx.synchronize(self.mx_stream)  # generate_step computes one step ahead; let it finish off the clock
-        return t_send, times, out
-
-    def stream(self, prompt_ids: list[int], max_new_tokens: int, ignore_eos: bool = True) -> GenerationTrace:
-        t_send, times, out = self._generate_one(prompt_ids, max_new_tokens, ignore_eos)
-        return GenerationTrace(t_send=t_send, n_prompt=len(prompt_ids), chunks=[(t, 1) for t in times],
-                               token_ids=out)  # fmt: skip
+        return GenerationTrace(t_send=t_send, n_prompt=len(prompt), chunks=[(t, 1) for t in times], token_ids=out)
 
     def generate_batch(
         self, prompts: list[list[int]], max_new_tokens: int, ignore_eos: bool = True
@@ -350,7 +348,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
         out = []
         for prompt in prompts:  # the caller has cut each prompt to leave room for max_new_tokens
             n = min(max_new_tokens, self._max_context - len(prompt))
-            _, _, ids = self._generate_one(prompt, n, False, stop) if n > 0 else (0, [], [])
+            ids = self.stream(prompt, n, False, stop).token_ids if n > 0 else []
             ids = [t for t in ids if t not in self._eos]
             out.append(cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stop))
         return out

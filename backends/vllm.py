@@ -226,14 +226,16 @@ class _VLLMBase(HFTokenizerMixin, Backend):
                            flags=flags)  # fmt: skip
 
 
+_CAPABILITIES = Capabilities(streaming=True, batching=True, logprobs=True, server_mode=False, dummy_weights=True,
+                             quant_formats=["float32", "float16", "bfloat16"], devices=["cpu", "cuda"])  # fmt: skip
+
+
 class VLLMBackend(_VLLMBase):
     """The offline engine, in-process (engine core and workers run in vLLM's own child processes)."""
 
     name = "vllm"
     mode = "engine"
-    capabilities = Capabilities(streaming=True, batching=True, logprobs=True, server_mode=False,
-                                dummy_weights=True, quant_formats=["float32", "float16", "bfloat16"],
-                                devices=["cpu", "cuda"])  # fmt: skip
+    capabilities = _CAPABILITIES
 
     def __init__(self) -> None:
         super().__init__()
@@ -325,9 +327,7 @@ class VLLMServerBackend(_VLLMBase):
 
     name = "vllm-server"
     mode = "server"
-    capabilities = Capabilities(streaming=True, batching=True, logprobs=True, server_mode=True,
-                                dummy_weights=True, quant_formats=["float32", "float16", "bfloat16"],
-                                devices=["cpu", "cuda"])  # fmt: skip
+    capabilities = _CAPABILITIES.model_copy(update={"server_mode": True})
 
     def __init__(self) -> None:
         super().__init__()
