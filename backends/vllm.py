@@ -382,7 +382,7 @@ class VLLMServerBackend(_VLLMBase):
         try:
             return call()
         except RequestError as exc:
-            self.server.check_alive(doing)
+            self.server.check_alive(doing, wait_s=2.0)
             raise SmallbenchError(f"vLLM server request failed: {exc}") from None
 
     def _stream(self, prompts, max_new_tokens, ignore_eos, max_concurrency, request_rate=None, seed=0):

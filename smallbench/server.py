@@ -61,21 +61,38 @@ def marked_processes(server_id: str) -> list[psutil.Process]:
     return found
 
 
+def _gone(p: psutil.Process) -> bool:
+    """Exited, or a zombie: a zombie runs nothing, and an orphan's may never be reaped (PID 1 in a
+    container often reaps nobody), so waiting for it to vanish would only wait out the timeout."""
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` s for ``procs`` to be gone; return those still running."""
+    deadline = time.monotonic() + timeout
+    while (alive := [p for p in procs if not _gone(p)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
 def kill_all(root: psutil.Process | None, others: list[psutil.Process], grace: float = 10.0) -> None:
-    """SIGTERM ``root`` first (a server shuts its own workers down), then SIGTERM and finally SIGKILL
-    whatever of ``others`` is still alive."""
-    procs = ([root] if root else []) + [p for p in others if p != root]
+    """SIGTERM ``root`` first (a server shuts its own workers down) and wait up to ``grace`` s, then
+    SIGTERM and finally SIGKILL whatever of ``others`` is still running."""
+    alive = ([root] if root else []) + [p for p in others if p != root]
     if root is not None:
         with contextlib.suppress(psutil.Error):
             root.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=grace)
+        alive = _wait_gone(alive, grace)
     for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not alive:
+            return
         for p in alive:
             with contextlib.suppress(psutil.Error):
                 p.send_signal(sig)
-        _, alive = psutil.wait_procs(alive, timeout=grace)
-        if not alive:
-            return
+        alive = _wait_gone(alive, grace)
 
 
 class ManagedServer:
@@ -125,10 +142,17 @@ class ManagedServer:
         except (urllib.error.URLError, OSError):
             return False
 
-    def check_alive(self, doing: str) -> None:
-        """Raise :class:`ServerError` (with the log's tail) if the server process has died."""
-        if self.proc is not None and (code := self.proc.poll()) is not None:
-            self._fail(f"{self.name} server died (exit code {code}) {doing}")
+    def check_alive(self, doing: str, wait_s: float = 0.0) -> None:
+        """Raise :class:`ServerError` (with the log's tail) if the server process has died, or dies
+        within ``wait_s`` s: a killed server closes its sockets before its exit code can be read, so a
+        request refused by a dying server needs that moment to be told from one refused by a live one."""
+        if self.proc is None:
+            return
+        try:
+            code = self.proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            return
+        self._fail(f"{self.name} server died (exit code {code}) {doing}")
 
     def _fail(self, what: str) -> None:
         self.stop()
@@ -148,14 +172,13 @@ class ManagedServer:
         """Stop the server and everything it spawned, orphans included."""
         if self.proc is None:
             return
-        root = None
-        with contextlib.suppress(psutil.Error):
-            root = psutil.Process(self.proc.pid)
-        kill_all(root, marked_processes(self.server_id))
-        self.proc.wait()
-        # A worker the server was spawning while it got SIGTERM was in neither the tree nor the scan:
-        # SIGKILL what is left of the server's process group (at once, so no member can spawn another),
-        # then scan for marked processes that left the group, until none is left.
+        if self.proc.poll() is None:  # a live server gets SIGTERM first, to shut its own workers down
+            with contextlib.suppress(psutil.Error):
+                kill_all(psutil.Process(self.proc.pid), marked_processes(self.server_id))
+            self.proc.wait()
+        # What is left (workers of a server that died, or that it was spawning while it got SIGTERM) gets
+        # SIGKILL with the whole process group at once, so no member can spawn another; then marked
+        # processes that left the group, until none is left.
         with contextlib.suppress(OSError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         for _ in range(5):
