@@ -35,9 +35,20 @@ class LoadSpec:
     dummy: bool = False  # random weights built from the real config (speed and memory only)
     trust_remote_code: bool = False  # only ever True on the user's explicit flag
     quant: str | None = None  # backend-specific quantization / file variant
-    #: Knobs; the CLI's are ``threads``, ``batch_size``, ``n_ctx``, ``n_gpu_layers``, ``prefix_caching``:
-    #: a backend drops those that mean nothing to it and may accept more of its own.
+    #: Knobs; the CLI's are :data:`CLI_OPTIONS`: a backend drops those that mean nothing to it
+    #: (:func:`own_options`) and may accept more of its own.
     options: dict[str, Any] = field(default_factory=dict)
+
+
+#: The backend knobs the CLI sets for every backend of a run (``--threads``, ``--batch-size``, ``--ctx-size``,
+#: ``--n-gpu-layers``, ``--prefix-caching``, ``--extra-bufts``); each means something to some backends only.
+CLI_OPTIONS = frozenset({"threads", "batch_size", "n_ctx", "n_gpu_layers", "prefix_caching", "extra_bufts"})
+
+
+def own_options(options: dict[str, Any], own: set[str]) -> dict[str, Any]:
+    """``options`` less the CLI knobs that are not in ``own`` (another backend's); whatever else is left
+    over and unknown to the backend stays, for it to reject."""
+    return {k: v for k, v in options.items() if k in own or k not in CLI_OPTIONS}
 
 
 class Capabilities(BaseModel):
@@ -82,6 +93,12 @@ class Backend(ABC):
     capabilities: ClassVar[Capabilities]
     #: Whether ``--quant`` selects something for this backend (a GGUF file type, an MLX quantization).
     takes_quant: ClassVar[bool] = False
+
+    @classmethod
+    def crash_hint(cls, options: dict[str, Any]) -> str | None:
+        """What to try when a cell of this backend dies by a signal in native code (a segfault in the
+        engine), given its ``LoadSpec.options``; it ends the cell's one-line reason."""
+        return None
 
     @classmethod
     def missing(cls) -> str | None:

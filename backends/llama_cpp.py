@@ -46,6 +46,10 @@ _DECODE_ERRORS = {
 }
 
 
+#: Where llama.cpp put the weights, from its load log: ``load_tensors: CPU_REPACK model buffer size = 1.2 MiB``.
+_BUFFER = re.compile(r"(\S+) model buffer size\s*=\s*([\d.]+) MiB")
+EXTRA_BUFTS = ("auto", "on", "off")
+
 # ggml_log_level (ggml.h): NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the last line)
 _WARN, _ERROR, _CONT = 3, 4, 5
 
@@ -53,13 +57,15 @@ _WARN, _ERROR, _CONT = 3, 4, 5
 # -- llama.cpp's log: keep the last error for our one-line messages -----------------------------
 class _Log:
     """Replaces llama-cpp-python's log callback: warnings and errors go to stderr (the cell log),
-    info only when verbose, and the last error text is kept for error messages."""
+    info only when verbose; the last error text is kept for error messages, and the size of every
+    weights buffer llama.cpp allocates (by buffer type) for the record."""
 
     def __init__(self) -> None:
         import llama_cpp
 
         self.verbose = False
         self.errors: list[str] = []
+        self.buffers: dict[str, int] = {}
         self._level = 0
 
         @llama_cpp.llama_log_callback
@@ -70,6 +76,8 @@ class _Log:
             if level == _ERROR:
                 self.errors.append(msg.strip())
                 del self.errors[:-20]
+            elif m := _BUFFER.search(msg):
+                self.buffers[m[1]] = self.buffers.get(m[1], 0) + round(float(m[2]) * 2**20)
             if level in (_WARN, _ERROR) or self.verbose:
                 sys.stderr.write(msg)
 
@@ -194,6 +202,9 @@ class LlamaCppBackend(Backend):
         self.n_gpu_layers = 0
         self.device = "cpu"
         self.flash_attn: str = "auto"
+        self.extra_bufts_setting = "auto"
+        self.extra_bufts = True
+        self.weight_buffers: dict[str, int] = {}
         self.file_type: str | None = None
         self._n_vocab = 0
         self._eog: list[int] = []
@@ -219,16 +230,21 @@ class LlamaCppBackend(Backend):
         self.path = resolve_gguf(spec, quant)
         self.threads = int(opts.pop("threads", 0) or _physical_cores())
         self.n_gpu_layers = self._gpu_layers(spec.device, opts.pop("n_gpu_layers", None))
+        self.extra_bufts_setting = str(opts.pop("extra_bufts", "auto"))
+        self.extra_bufts = self._use_extra_bufts(self.extra_bufts_setting)
         mp = ll.llama_model_default_params()
         mp.n_gpu_layers = self.n_gpu_layers
+        mp.use_extra_bufts = self.extra_bufts
         if spec.device.startswith("cuda:"):
             mp.split_mode = ll.LLAMA_SPLIT_MODE_NONE
             mp.main_gpu = int(spec.device.split(":", 1)[1])
         _log.errors.clear()
+        _log.buffers.clear()
         self.model = ll.llama_model_load_from_file(str(self.path).encode(), mp)
         if not self.model:
             why = _log.first_error() or "unknown reason"
             raise SmallbenchError(f"llama.cpp could not load '{self.path.name}': {why}")
+        self.weight_buffers = dict(_log.buffers)
         self.vocab = ll.llama_model_get_vocab(self.model)
         self._n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self._eog = [t for t in range(self._n_vocab) if ll.llama_vocab_is_eog(self.vocab, t)]
@@ -267,6 +283,24 @@ class LlamaCppBackend(Backend):
                 "rebuild it with CMAKE_ARGS (see the README)"
             )
         return layers
+
+    def _use_extra_bufts(self, setting: str) -> bool:
+        """Whether llama.cpp may place weights in its CPU backend's extra buffer types: AMX tiles, and
+        repacked layouts for Q4_0/Q4_K/IQ4_NL/Q8_0 (llama.cpp's ``--no-repack`` turns them off). ``auto``
+        keeps them except where this build runs AMX kernels, whose matrix multiply segfaults
+        (ggml-org/llama.cpp#20824); the README has the measurements behind that choice."""
+        if setting not in EXTRA_BUFTS:
+            raise SmallbenchError(f"llama-cpp option extra_bufts takes {', '.join(EXTRA_BUFTS)}, not '{setting}'")
+        if setting != "auto":
+            return setting == "on"
+        return not amx_build(self._ll)
+
+    @classmethod
+    def crash_hint(cls, options: dict[str, Any]) -> str:
+        if str(options.get("extra_bufts", "auto")) != "off":
+            return ("try --extra-bufts off: llama.cpp's AMX/repacked weight buffers crash on some CPUs "
+                    "(ggml-org/llama.cpp#20824); else another --quant")
+        return "try another --quant, or a llama-cpp-python build with -DGGML_NATIVE=OFF"
 
     def _new_context(self, n_ctx: int, n_seq: int):
         ll = self._ll
@@ -541,6 +575,8 @@ class LlamaCppBackend(Backend):
             "gguf_file": self.path.name if self.path else None,
             "n_ctx": self.n_ctx, "n_batch": self.n_batch, "n_ubatch": self.n_ubatch, "threads": self.threads,
             "n_gpu_layers": self.n_gpu_layers, "flash_attn": self.flash_attn,
+            "extra_bufts": self.extra_bufts, "extra_bufts_setting": self.extra_bufts_setting,
+            "weight_buffers": self.weight_buffers,
             "gpu_offload_build": bool(ll.llama_supports_gpu_offload()), "system_info": system.strip(),
         }  # fmt: skip
         if self.model:
@@ -549,6 +585,11 @@ class LlamaCppBackend(Backend):
             flags["n_ctx_train"] = ll.llama_model_n_ctx_train(self.model)
         return BackendInfo(name=self.name, version=ll.__version__, device=self.device, dtype=self.file_type,
                            flags=flags)  # fmt: skip
+
+
+def amx_build(ll) -> bool:
+    """Whether this llama.cpp build runs Intel AMX kernels on this CPU (its system info says AMX_INT8 = 1)."""
+    return "AMX_INT8 = 1" in ll.llama_print_system_info().decode(errors="replace")
 
 
 _LOGITS_ADDRESS = None

@@ -44,6 +44,7 @@ from smallbench.backends.base import (
     LoadSpec,
     config_max_context,
     cut_at_stop,
+    own_options,
 )
 from smallbench.errors import SmallbenchError
 from smallbench.metrics import BatchTrace, GenerationTrace
@@ -56,7 +57,6 @@ FLOAT_QUANTS = {"float32": "float32", "f32": "float32", "fp32": "float32", "floa
 BIT_QUANTS = {f"{b}bit": b for b in (8, 6, 5, 4, 3, 2)}
 GROUP_SIZE = 64  # mlx_lm.convert's default
 PREFILL_STEP = 2048  # mlx-lm's default prompt chunk
-_DROPPED = ("threads", "n_gpu_layers", "prefix_caching", "n_ctx", "batch_size")  # other backends' knobs
 
 
 def normalize_quant(quant: str) -> str:
@@ -211,7 +211,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
         from mlx_lm import load
         from mlx_lm.utils import get_total_parameters
 
-        opts = {k: v for k, v in spec.options.items() if k not in _DROPPED}
+        opts = own_options(spec.options, {"prefill_step_size"})
         self.prefill_step = int(opts.pop("prefill_step_size", PREFILL_STEP))
         if opts:
             raise SmallbenchError(f"unknown mlx option(s): {', '.join(opts)}")

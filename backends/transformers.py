@@ -19,6 +19,7 @@ from smallbench.backends.base import (
     LoadSpec,
     config_max_context,
     cut_at_stop,
+    own_options,
 )
 from smallbench.errors import SmallbenchError
 from smallbench.metrics import BatchTrace, GenerationTrace
@@ -117,13 +118,13 @@ class TransformersBackend(HFTokenizerMixin, Backend):
         self.spec = spec
         if spec.quant:
             raise SmallbenchError(f"transformers takes --dtype, not --quant ('{spec.quant}')")
-        opts = dict(spec.options)
-        for knob in ("n_ctx", "n_gpu_layers", "prefix_caching"):  # other backends' knobs
-            opts.pop(knob, None)
+        opts = own_options(spec.options, {"threads", "batch_size", "share_context"})
         if "threads" in opts:
             torch.set_num_threads(int(opts.pop("threads")))
         self.batch_size = int(opts.pop("batch_size", self.batch_size))
         self.share_context = bool(opts.pop("share_context", self.share_context))
+        if opts:
+            raise SmallbenchError(f"unknown transformers option(s): {', '.join(opts)}")
         common = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
         config = AutoConfig.from_pretrained(spec.source, **common)
         self.device = resolve_device(spec.device)

@@ -36,6 +36,7 @@ from smallbench.backends.base import (
     LoadSpec,
     config_max_context,
     cut_at_stop,
+    own_options,
 )
 from smallbench.errors import SmallbenchError
 from smallbench.metrics import BatchTrace, GenerationTrace
@@ -48,7 +49,7 @@ _DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "float16": "
 _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 #: Options smallbench understands; anything else in LoadSpec.options is an error, not silently dropped.
 _OPTIONS = {"n_ctx", "batch_size", "prefix_caching", "kv_cache_gib", "gpu_memory_utilization", "enforce_eager",
-            "server_args", "start_timeout_s", "threads", "n_gpu_layers"}  # fmt: skip
+            "server_args", "start_timeout_s"}  # fmt: skip
 
 
 def _platform() -> str:
@@ -144,7 +145,7 @@ class _VLLMBase(HFTokenizerMixin, Backend):
         self.spec = spec
         if spec.quant:
             raise SmallbenchError(f"{self.name} loads the checkpoint as it is; --quant ('{spec.quant}') is not used")
-        unknown = set(spec.options) - _OPTIONS
+        unknown = set(own_options(spec.options, _OPTIONS)) - _OPTIONS
         if unknown:
             raise SmallbenchError(f"{self.name}: unknown option(s) {', '.join(sorted(unknown))}")
         opts = spec.options

@@ -42,7 +42,7 @@ def main() -> None:
     from smallbench import load_results, tiny_model
     from smallbench.tasks import resolve_tasks, task_manager
 
-    model_path = tiny_model.ensure_built()
+    model_path = tiny_model.model_dir()
     specs = resolve_tasks(args.tasks.split(","))
     work = Path(tempfile.mkdtemp(prefix="sb-bench-acc-"))
     task_manager(specs, args.data_dir.resolve(), None, work)  # writes the local-data task YAMLs under work/tasks

@@ -67,7 +67,7 @@ def random_llama(hidden: int, layers: int, quant: str, folder: Path) -> Path:
 
     from smallbench import gguf_export, tiny_model
 
-    tiny = tiny_model.ensure_built()
+    tiny = tiny_model.model_dir()
     cfg = {**tiny_model.MODEL_CONFIG, "hidden_size": hidden, "num_hidden_layers": layers,
            "intermediate_size": hidden * 11 // 4, "num_attention_heads": hidden // 64,
            "num_key_value_heads": max(1, hidden // 256)}  # fmt: skip

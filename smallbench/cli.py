@@ -66,6 +66,8 @@ def run(
     quant: Annotated[str | None, typer.Option(help="Weights variants, comma list: Q4_K_M (GGUF), 4bit (MLX)")] = None,
     ctx_size: Annotated[int | None, typer.Option(help="llama-cpp, vllm: context tokens (default ≤ 4096).")] = None,
     n_gpu_layers: Annotated[int | None, typer.Option(help="llama-cpp: layers on the GPU (default all).")] = None,
+    extra_bufts: Annotated[str | None, typer.Option(
+        help="llama-cpp: AMX / repacked weight buffers: auto | on | off (auto: off on AMX CPUs).")] = None,
     prefix_caching: Annotated[bool, typer.Option(help="vllm: keep prefix caching on (off by default).")] = False,
     concurrency: Annotated[str | None, typer.Option(help="Serving: requests in flight, comma list.")] = None,
     request_rate: Annotated[float | None, typer.Option(help="Serving: Poisson arrivals per second.")] = None,
@@ -76,6 +78,7 @@ def run(
     from smallbench import models as model_registry
     from smallbench import runner
     from smallbench.backends import get_backend_class
+    from smallbench.backends.llama_cpp import EXTRA_BUFTS
     from smallbench.hardware import hardware_info, software_versions
     from smallbench.suites import get_suite
 
@@ -110,14 +113,16 @@ def run(
             raise SmallbenchError(f"{name} needs a positive integer, got {value}")
     if n_gpu_layers is not None and n_gpu_layers < 0:
         raise SmallbenchError(f"--n-gpu-layers needs 0 or more, got {n_gpu_layers}")
+    if extra_bufts is not None and extra_bufts not in EXTRA_BUFTS:
+        raise SmallbenchError(f"--extra-bufts takes {', '.join(EXTRA_BUFTS)}, got '{extra_bufts}'")
     options = {k: v for k, v in {"threads": threads, "batch_size": batch_size, "n_ctx": ctx_size,
-                                 "n_gpu_layers": n_gpu_layers}.items() if v is not None}  # fmt: skip
+                                 "n_gpu_layers": n_gpu_layers, "extra_bufts": extra_bufts}.items()
+               if v is not None}  # fmt: skip
     if prefix_caching:
         options["prefix_caching"] = True
     if options:
         load["options"] = options
-    resolved = [model_registry.resolve(m, revision, progress=lambda msg: err_console.print(f"[dim]{msg}[/]"))
-                for m in model_ids]  # fmt: skip
+    resolved = [model_registry.resolve(m, revision) for m in model_ids]
     hardware, software = hardware_info(), software_versions()
     run_id = runner.new_run_id()
     cells = runner.plan(resolved, backends, suites, settings, load, hardware, output, run_id, _split(quant) or None)

@@ -38,6 +38,10 @@ class HardwareInfo(BaseModel):
     cpu_model: str
     cpu_cores_physical: int | None
     cpu_threads: int | None
+    #: The CPU's vector/matrix extensions that decide which kernels a backend runs (AVX2, AVX-512, AMX,
+    #: Arm SVE...), as the OS names them. A VM's "Intel Xeon Processor" can be Cascade Lake or Sapphire
+    #: Rapids: these tell them apart.
+    cpu_flags: list[str] = Field(default_factory=list)
     ram_bytes: int
     gpus: list[GPUInfo] = Field(default_factory=list)
     apple: AppleInfo | None = None
@@ -48,6 +52,7 @@ class HardwareInfo(BaseModel):
         """Short stable id of the hardware (not of the host): same machine kind, same id."""
         gpu = ",".join(f"{g.name}:{g.memory_total_bytes}" for g in self.gpus)
         key = f"{self.arch}|{self.cpu_model}|{self.cpu_threads}|{self.ram_bytes // 2**30}|{gpu}"
+        key += "|" + ",".join(self.cpu_flags)
         if self.apple:  # one chip name comes with several GPU core counts (an M3 Max has 30 or 40)
             key += f"|{self.apple.gpu_cores}"
         return hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -76,6 +81,31 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+#: The ISA extensions recorded in ``cpu_flags`` (Linux /proc/cpuinfo names; x86 and Arm).
+ISA_FLAGS = (
+    "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+    "avx512_fp16", "avx512vbmi", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "asimd", "asimddp", "sve", "sve2",
+    "i8mm", "bf16", "sme",
+)  # fmt: skip
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """The :data:`ISA_FLAGS` this CPU has, from /proc/cpuinfo's ``flags`` (x86) or ``Features`` (Arm) line;
+    empty where there is no such file (macOS)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return []
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            have = set(value.split())
+            return [f for f in ISA_FLAGS if f in have]
+    return []
 
 
 def _run(cmd: list[str], timeout: float = 10.0) -> str | None:
@@ -170,6 +200,7 @@ def hardware_info() -> HardwareInfo:
         cpu_model=_cpu_model(),
         cpu_cores_physical=psutil.cpu_count(logical=False),
         cpu_threads=psutil.cpu_count(logical=True),
+        cpu_flags=cpu_flags(),
         ram_bytes=int(vm.total),
         gpus=nvml_gpus(),
         apple=_apple(),

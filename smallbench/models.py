@@ -46,13 +46,12 @@ class ResolvedModel:
     weights_sha256: str | None  # content hash of the weights where known without a download
 
 
-def resolve(model_id: str, revision: str | None = None, progress=None) -> ResolvedModel:
-    """Find the model; build the built-in one if needed. Raises :class:`SmallbenchError` if absent."""
+def resolve(model_id: str, revision: str | None = None) -> ResolvedModel:
+    """Find the model. Raises :class:`SmallbenchError` if absent."""
     if model_id in REGISTRY and REGISTRY[model_id].repo == "builtin":
         from smallbench import tiny_model
 
-        path = tiny_model.ensure_built(progress)
-        return ResolvedModel(model_id, str(path), None, True, tiny_model.manifest(path)["weights_sha256"])
+        return ResolvedModel(model_id, str(tiny_model.model_dir()), None, True, tiny_model.WEIGHTS_SHA256)
     source = REGISTRY[model_id].repo if model_id in REGISTRY else model_id
     local = Path(source).expanduser()
     if local.exists():

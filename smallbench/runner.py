@@ -32,6 +32,8 @@ from smallbench.results import ModelRecord, ResultRecord, read_record, write_rec
 from smallbench.suites import get_suite
 
 LOG_DIR = ".logs"
+#: Signals by which native code dies (a segfault in an engine), as opposed to being killed (OOM, timeout).
+NATIVE_CRASH = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
 
 
 @dataclass
@@ -114,6 +116,17 @@ def _kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
     proc.wait()
 
 
+def _signal_reason(cell: Cell, sig: signal.Signals) -> str:
+    """Why the cell died, with its backend's advice when native code crashed."""
+    reason = f"cell process killed by signal {sig.name}"
+    if sig == signal.SIGKILL:
+        return reason + " (out of memory?)"
+    if sig in NATIVE_CRASH:
+        hint = get_backend_class(cell.spec.backend).crash_hint(cell.spec.load.get("options", {}))
+        return reason + f" in native code{'; ' + hint if hint else ''}"
+    return reason
+
+
 def run_one(cell: Cell, timeout: float, hardware: HardwareInfo, software: dict[str, str]) -> ResultRecord:
     """Run one cell in a child process; always returns the cell's record (ok or failed)."""
     cell.log.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +152,7 @@ def run_one(cell: Cell, timeout: float, hardware: HardwareInfo, software: dict[s
             else:
                 _kill_group(proc, grace=0)  # reap anything the cell left running
                 if code < 0:
-                    error = f"cell process killed by signal {signal.Signals(-code).name}"
+                    error = _signal_reason(cell, signal.Signals(-code))
                 elif code not in (0, 1):
                     error = f"cell process exited with code {code}"
     finally:

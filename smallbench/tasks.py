@@ -156,7 +156,9 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             raise SmallbenchError(f"malformed JSON file {path}: {exc}") from None
     else:
         rows = []
-        for n, line in enumerate(text.splitlines(), 1):
+        # JSON Lines are separated by "\n" alone: str.splitlines() would also split at U+2028, U+2029,
+        # U+0085 and others, which are legal inside a JSON string (real MMLU files contain U+2028).
+        for n, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:

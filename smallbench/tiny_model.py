@@ -1,30 +1,34 @@
-"""The built-in default model, ``tiny-llama``: built offline, deterministically, on any machine.
+"""The built-in default model, ``tiny-llama``: shipped with the package, the same bytes on every machine.
 
-A byte-level BPE tokenizer is trained on docstrings of the Python standard library (present
-wherever Python is), then a small Llama-architecture model is trained on the same text for a few
-hundred steps so its next-token distributions are peaked. head_dim is 64, which vLLM's CPU
-attention accepts. The result is an ordinary Hugging Face model folder (config, safetensors,
-tokenizer) cached under the user cache directory; rebuilding it on the same machine gives
-byte-identical weights, and ``manifest.json`` carries their sha256.
+A byte-level BPE tokenizer trained on docstrings of the Python standard library, and a small
+Llama-architecture model trained on the same text for a few hundred steps so that its next-token
+distributions are peaked. head_dim is 64, which vLLM's CPU attention accepts. It is an ordinary
+Hugging Face model folder (config, safetensors, tokenizer, ``manifest.json``) under
+``smallbench/builtin/tiny-llama``, so every backend loads it the way it loads a Hub model.
+
+Why shipped rather than trained on first use: training on different CPU kernels (AVX2 vs AVX-512 vs
+AMX) gives different floats, so a model built on each machine would be a different model on each,
+and records from two machines could not be compared. :func:`build` is kept as the weights'
+provenance (``python -m smallbench.tiny_model DEST`` retrains them; ``manifest.json`` says where the
+shipped ones were trained) and a test checks that it still trains.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
-import os
-import shutil
+import platform
 import sysconfig
 import time
 from pathlib import Path
 
-from filelock import FileLock
-
-from smallbench.paths import cache_dir, sha256_file
+from smallbench.errors import SmallbenchError
+from smallbench.paths import sha256_file
 
 NAME = "tiny-llama"
-#: Bump when anything below changes the built weights.
-BUILD_VERSION = 1
+#: sha256 of the shipped ``model.safetensors``: the built-in model's identity on every machine.
+WEIGHTS_SHA256 = "e910f3d1f31a4d5a4c3f35a4c909200f7d10358365c7a88745cff9b5c5182e48"
 
 VOCAB_SIZE = 2048
 SEQ_LEN = 128
@@ -53,7 +57,14 @@ MODEL_CONFIG = dict(
 
 
 def model_dir() -> Path:
-    return cache_dir() / "models" / f"{NAME}-v{BUILD_VERSION}"
+    """The shipped model folder, checked to hold the weights whose hash is :data:`WEIGHTS_SHA256`."""
+    folder = Path(__file__).parent / "builtin" / NAME
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise SmallbenchError(f"the built-in model is missing from this installation ({weights}); reinstall smallbench")
+    if sha256_file(weights) != WEIGHTS_SHA256:
+        raise SmallbenchError(f"the built-in model's weights were modified ({weights}); reinstall smallbench")
+    return folder
 
 
 def corpus() -> list[str]:
@@ -102,7 +113,7 @@ def _train_tokenizer(texts: list[str], out: Path):
     return fast
 
 
-def _train_model(texts: list[str], tokenizer, out: Path) -> dict:
+def _train_model(texts: list[str], tokenizer, out: Path, steps: int) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -119,12 +130,12 @@ def _train_model(texts: list[str], tokenizer, out: Path) -> dict:
     config = LlamaConfig(**MODEL_CONFIG, dtype="float32")
     model = LlamaForCausalLM(config).float()
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=STEPS, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps, pct_start=0.1)
     model.train()
     losses = []
     t0 = time.perf_counter()
     try:
-        for _ in range(STEPS):
+        for _ in range(steps):
             starts = torch.randint(0, n_windows, (BATCH,), generator=gen) * SEQ_LEN
             batch = torch.stack([data[s : s + SEQ_LEN + 1] for s in starts.tolist()])
             loss = model(input_ids=batch[:, :-1], labels=batch[:, :-1]).loss
@@ -142,50 +153,49 @@ def _train_model(texts: list[str], tokenizer, out: Path) -> dict:
     tail = losses[-20:]
     return {
         "train_tokens": len(ids),
-        "steps": STEPS,
+        "steps": steps,
+        "first_loss": losses[0],
         "final_loss": sum(tail) / len(tail),
         "train_seconds": round(time.perf_counter() - t0, 1),
     }
 
 
-def build(dest: Path) -> dict:
-    """Build tokenizer + model into ``dest`` (which must not exist) and return the manifest."""
+def _readable_by_older_transformers(folder: Path) -> None:
+    """Transformers 5 writes names that 4.x cannot read (vLLM on CUDA may pin 4.x): name the tokenizer
+    class by its 4.x name, which 5.x still accepts, and state the RoPE base the 4.x way too."""
+    for name, update in (("tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast"}),
+                         ("config.json", {"rope_theta": MODEL_CONFIG["rope_theta"]})):  # fmt: skip
+        path = folder / name
+        path.write_text(json.dumps({**json.loads(path.read_text()), **update}, indent=2, sort_keys=True) + "\n")
+
+
+def build(dest: Path, steps: int = STEPS) -> dict:
+    """Train tokenizer + model into ``dest`` (which must not exist) and return the manifest. Bit-for-bit
+    repeatable on one machine; another CPU's float kernels give other weights (see the module doc)."""
+    import tokenizers
+    import torch
+    import transformers
+
+    from smallbench.hardware import hardware_info
+
     texts = corpus()
     dest.mkdir(parents=True)
     tokenizer = _train_tokenizer(texts, dest)
-    train = _train_model(texts, tokenizer, dest)
+    train = _train_model(texts, tokenizer, dest, steps)
+    _readable_by_older_transformers(dest)
+    hw = hardware_info()
     manifest = {
         "name": NAME,
-        "build_version": BUILD_VERSION,
         "weights_sha256": sha256_file(dest / "model.safetensors"),
         "tokenizer_sha256": sha256_file(dest / "tokenizer.json"),
         "corpus_docs": len(texts),
         **train,
-    }
+        "trained_on": {"cpu": hw.cpu_model, "cpu_flags": hw.cpu_flags, "python": platform.python_version(),
+                       "torch": torch.__version__, "transformers": transformers.__version__,
+                       "tokenizers": tokenizers.__version__},
+    }  # fmt: skip
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
-
-
-def ensure_built(progress=None) -> Path:
-    """Return the cached model folder, building it first if it is missing (safe across processes)."""
-    final = model_dir()
-    if (final / "manifest.json").exists():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(final) + ".lock"):
-        if (final / "manifest.json").exists():
-            return final
-        tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        if progress:
-            progress(f"building the built-in model '{NAME}' (once, about a minute) into {final}")
-        try:
-            build(tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def manifest(path: Path | None = None) -> dict:
@@ -200,3 +210,16 @@ def builtin_weights_sha256(folder: Path) -> str | None:
         if data.get("name") == NAME:
             return data["weights_sha256"]
     return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m smallbench.tiny_model",
+                                     description=f"Retrain {NAME} (its provenance) into a new folder.")
+    parser.add_argument("dest", type=Path, help="folder to create")
+    parser.add_argument("--steps", type=int, default=STEPS)
+    args = parser.parse_args(argv)
+    print(json.dumps(build(args.dest, args.steps), indent=2))
+
+
+if __name__ == "__main__":
+    main()

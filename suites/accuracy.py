@@ -98,10 +98,12 @@ def _add_task(result: SuiteResult, out: dict[str, Any], task: str, name: str, su
     scores = out.get("groups", {}).get(name) or out["results"].get(name)
     if scores is None:
         return
-    leaves = out.get("group_subtasks", {}).get(name) or [name]
+    leaves = _leaf_tasks(out, name)
     n = sum(out["n-samples"][leaf]["effective"] for leaf in leaves if leaf in out["n-samples"])
+    shots = {out["n-shot"].get(leaf) for leaf in leaves}  # a group's row: its leaves' count, if they agree
     labels: dict[str, Any] = {
-        "task": task, "subtask": name if subtask else None, "n": n, "num_fewshot": out["n-shot"].get(name),
+        "task": task, "subtask": name if subtask else None, "n": n,
+        "num_fewshot": shots.pop() if len(shots) == 1 else None,
         "task_version": str(out["versions"].get(name)), "task_hash": _definition_hash(out, leaves),
         "data_hash": _data_hash(out, leaves),
     }  # fmt: skip
@@ -122,6 +124,15 @@ def _add_task(result: SuiteResult, out: dict[str, Any], task: str, name: str, su
                 result.samples[samples_key] = per_doc
         result.metrics.append(Metric(name=metric, unit=_UNITS.get(metric, ""), value=float(value), stderr=stderr,
                                      higher_is_better=better.get(metric), samples_key=samples_key, labels=m_labels))
+
+
+def _leaf_tasks(out: dict[str, Any], name: str) -> list[str]:
+    """The scored tasks under ``name``: itself, or a group's members expanded down through its subgroups
+    (``mmlu`` → ``mmlu_humanities`` → ``mmlu_philosophy``...)."""
+    groups = out.get("group_subtasks", {})
+    if name not in groups:
+        return [name]
+    return [leaf for member in groups[name] for leaf in _leaf_tasks(out, member)]
 
 
 def _doc_value(v: Any) -> float | None:

@@ -26,7 +26,7 @@ def require(module: str, extra: str):
 def tiny_path() -> Path:
     from smallbench import tiny_model
 
-    return tiny_model.ensure_built()
+    return tiny_model.model_dir()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,12 @@ backend on the same built-in model exported to GGUF."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,7 +139,7 @@ def test_cli_runs_every_suite_offline(tmp_path):
     assert set(df["suite"]) == {"latency", "throughput", "memory", "accuracy"}
     assert set(df["backend"]) == {"llama-cpp"} and set(df["status"]) == {"ok"}
     rec = json.loads(next(out.glob("*__latency__*.json")).read_text())
-    assert rec["model"]["quant"] == "F32" and rec["backend"]["flags"]["gguf_file"] == "tiny-llama-v1-F32.gguf"
+    assert rec["model"]["quant"] == "F32" and rec["backend"]["flags"]["gguf_file"] == "tiny-llama-F32.gguf"
     assert {"decode_tok_s", "ttft", "tpot", "itl"} <= set(df[df.suite == "latency"]["metric"])
     assert set(df[(df.suite == "throughput") & (df.metric == "decode_tok_s")]["batch_size"]) == {1, 2}
     assert "accuracy · tiny-llama · llama-cpp" in proc.stdout
@@ -186,6 +191,66 @@ def test_context_overflow_fails_the_cell_with_one_line(tmp_path):
     assert rec["status"] == "failed" and "needs 68 tokens of context but the context holds 64" in rec["error"]
 
 
+def test_extra_buffer_setting_reaches_llama_cpp_and_the_record(tmp_path):
+    """--extra-bufts off, the setting that avoids llama.cpp's AMX crash, runs Q8_0 and Q4_0 cells with
+    plain CPU weight buffers; auto keeps the repacked Q4_0 buffer unless this build runs AMX kernels."""
+    import llama_cpp
+
+    from smallbench.backends.llama_cpp import amx_build
+    from smallbench.hardware import cpu_flags
+
+    out = tmp_path / "results"
+    common = ["run", "--backend", "llama-cpp", "--suite", "latency", "--prompt-tokens", "16", "--gen-tokens", "8",
+              "--repeats", "2", "--output", str(out)]  # fmt: skip
+    off = run_cli(*common, "--quant", "Q8_0,Q4_0", "--extra-bufts", "off", cwd=tmp_path)
+    assert off.returncode == 0, off.stdout + off.stderr
+    auto = run_cli(*common, "--quant", "Q4_0", cwd=tmp_path)
+    assert auto.returncode == 0, auto.stdout + auto.stderr
+    records = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    by = {(r["model"]["quant"], r["backend"]["flags"]["extra_bufts_setting"]): r for r in records}
+    assert set(by) == {("Q8_0", "off"), ("Q4_0", "off"), ("Q4_0", "auto")}
+
+    def extra_buffers(rec) -> set[str]:  # weights placed anywhere but plain (or memory-mapped) CPU buffers
+        assert rec["backend"]["flags"]["weight_buffers"], "llama.cpp's load log named no weights buffer"
+        return set(rec["backend"]["flags"]["weight_buffers"]) - {"CPU", "CPU_Mapped"}
+
+    for key in (("Q8_0", "off"), ("Q4_0", "off")):
+        assert by[key]["status"] == "ok" and by[key]["backend"]["flags"]["extra_bufts"] is False
+        assert extra_buffers(by[key]) == set(), key
+    expect = not amx_build(llama_cpp)
+    assert by[("Q4_0", "auto")]["backend"]["flags"]["extra_bufts"] is expect
+    assert bool(extra_buffers(by[("Q4_0", "auto")])) is expect  # CPU_REPACK where it is on
+    assert by[("Q4_0", "auto")]["hardware"]["cpu_flags"] == cpu_flags()
+    bad = run_cli("run", "--backend", "llama-cpp", "--extra-bufts", "maybe", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --extra-bufts takes auto, on, off, got 'maybe'"
+
+
+def test_a_native_crash_fails_its_cell_with_what_to_try(tmp_path):
+    """A cell that dies by a signal in native code (here SIGSEGV sent to it mid-run) is a failed record
+    whose one-line reason names the signal and the llama.cpp setting to try."""
+    import psutil
+
+    from tests.test_runner import _cell_processes
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smallbench.cli", "run", "--backend", "llama-cpp", "--suite", "latency",
+         "--repeats", "100000", "--prompt-tokens", "16", "--gen-tokens", "8", "--output", str(tmp_path / "r")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline, victim = time.time() + 120, None
+    while victim is None and time.time() < deadline:
+        victim = next(iter(_cell_processes(psutil.Process(proc.pid))), None)
+        time.sleep(0.2)
+    assert victim is not None, "no cell process appeared"
+    time.sleep(3.0)  # into the measured loop
+    os.kill(victim.pid, signal.SIGSEGV)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in out + err
+    rec = json.loads(next((tmp_path / "r").glob("*__latency__*.json")).read_text())
+    assert rec["status"] == "failed" and "\n" not in rec["error"]
+    assert rec["error"].startswith("cell process killed by signal SIGSEGV in native code; try --extra-bufts off")
+
+
 def test_hub_repo_of_gguf_files_loads_from_the_cache_offline(tmp_path):
     """A Hub repo id resolves through huggingface_hub's cache (no network here): --quant picks the file."""
     snap = tmp_path / "hub" / "models--someorg--tiny-GGUF" / "snapshots" / ("a" * 40)
@@ -208,8 +273,7 @@ def _export(quant: str) -> Path:
     from smallbench import tiny_model
     from smallbench.gguf_export import ensure_gguf
 
-    path = tiny_model.ensure_built()
-    return ensure_gguf(path, tiny_model.manifest(path)["weights_sha256"], quant)
+    return ensure_gguf(tiny_model.model_dir(), tiny_model.WEIGHTS_SHA256, quant)
 
 
 

@@ -41,7 +41,7 @@ def test_tokenizer_and_model_facts_match_transformers(mlx_b, tf_backend):
     assert (mlx_b.bos_token_id, mlx_b.eos_token_id) == (tf_backend.bos_token_id, tf_backend.eos_token_id)
     assert mlx_b.vocab_size == tf_backend.vocab_size and mlx_b.max_context == tf_backend.max_context
     info = mlx_b.describe()
-    assert info.dtype == "float32" and info.flags["weights"] == "tiny-llama-v1-float32"
+    assert info.dtype == "float32" and info.flags["weights"] == "tiny-llama-float32"
     assert info.device == ("metal" if mx.metal.is_available() else "cpu")
 
 
@@ -126,7 +126,7 @@ def test_quantized_conversions_load_and_stay_close(tiny_path, mlx_b, tf_backend)
         b = _load(tiny_path, quant)
         try:
             info = b.describe()
-            assert info.flags["weights"] == f"tiny-llama-v1-{quant}"
+            assert info.flags["weights"] == f"tiny-llama-{quant}"
             config = json.loads((Path(b.weights) / "config.json").read_text())
             if quant.endswith("bit"):  # written by mlx_lm.convert: affine, group size 64
                 assert config["quantization"]["bits"] == int(quant[0]) and config["quantization"]["group_size"] == 64

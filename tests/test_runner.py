@@ -74,3 +74,20 @@ def test_quant_list_multiplies_only_backends_that_take_one(tmp_path, tiny_path):
     assert got == [("transformers", None, None), ("llama-cpp", "Q8_0", "Q8_0"), ("llama-cpp", "F16", "F16")]
     assert len({c.spec.cell_id for c in cells}) == 3 and "[Q8_0]" in cells[1].label
     assert cells[1].path.name.startswith("tiny-llama__llama-cpp-Q8_0__latency__")
+
+
+def test_a_native_crash_in_a_test_fails_that_test_and_the_run_goes_on(tmp_path):
+    """The test suite's own isolation (pyproject: pytest -n 1): a segfault fails one test, not pytest."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "test_crash.py").write_text(
+        "import ctypes\n\n\ndef test_segfaults():\n    ctypes.string_at(0)\n\n\ndef test_after_it():\n    pass\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-c", str(root / "pyproject.toml"), "--rootdir", str(tmp_path),
+         "-p", "no:cacheprovider", str(tmp_path / "test_crash.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "worker 'gw0' crashed while running" in res.stdout and "test_segfaults" in res.stdout
+    assert "1 failed, 1 passed" in res.stdout.strip().splitlines()[-1]
