@@ -27,7 +27,7 @@ class RegisteredModel:
 REGISTRY: dict[str, RegisteredModel] = {
     m.name: m
     for m in [
-        RegisteredModel("tiny-llama", "builtin", "1.3M", "built offline by smallbench; the default"),
+        RegisteredModel("tiny-llama", "builtin", "1.3M", "ships with smallbench; the default"),
         RegisteredModel("nemotron-3-nano-4b", "nvidia/NVIDIA-Nemotron-3-Nano-4B-BF16", "4B",
                         "hybrid Mamba-Transformer"),
         RegisteredModel("mellum-4b", "JetBrains/Mellum-4b-base", "4B", "Llama-style code model"),

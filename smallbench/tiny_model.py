@@ -4,7 +4,7 @@ A byte-level BPE tokenizer trained on docstrings of the Python standard library,
 Llama-architecture model trained on the same text for a few hundred steps so that its next-token
 distributions are peaked. head_dim is 64, which vLLM's CPU attention accepts. It is an ordinary
 Hugging Face model folder (config, safetensors, tokenizer, ``manifest.json``) under
-``smallbench/builtin/tiny-llama``, so every backend loads it the way it loads a Hub model.
+``smallbench/builtin-models/tiny-llama``, so every backend loads it the way it loads a Hub model.
 
 Why shipped rather than trained on first use: training on different CPU kernels (AVX2 vs AVX-512 vs
 AMX) gives different floats, so a model built on each machine would be a different model on each,
@@ -58,7 +58,7 @@ MODEL_CONFIG = dict(
 
 def model_dir() -> Path:
     """The shipped model folder, checked to hold the weights whose hash is :data:`WEIGHTS_SHA256`."""
-    folder = Path(__file__).parent / "builtin" / NAME
+    folder = Path(__file__).parent / "builtin-models" / NAME
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise SmallbenchError(f"the built-in model is missing from this installation ({weights}); reinstall smallbench")
