@@ -300,7 +300,7 @@ class LlamaCppBackend(Backend):
         if str(options.get("extra_bufts", "auto")) != "off":
             return ("try --extra-bufts off: llama.cpp's AMX/repacked weight buffers crash on some CPUs "
                     "(ggml-org/llama.cpp#20824); else another --quant")
-        return "try another --quant, or a llama-cpp-python build with -DGGML_NATIVE=OFF"
+        return "try another --quant; the cell's log has llama.cpp's last messages"
 
     def _new_context(self, n_ctx: int, n_seq: int):
         ll = self._ll

@@ -145,10 +145,9 @@ class _VLLMBase(HFTokenizerMixin, Backend):
         self.spec = spec
         if spec.quant:
             raise SmallbenchError(f"{self.name} loads the checkpoint as it is; --quant ('{spec.quant}') is not used")
-        unknown = set(own_options(spec.options, _OPTIONS)) - _OPTIONS
-        if unknown:
+        opts = own_options(spec.options, _OPTIONS)
+        if unknown := set(opts) - _OPTIONS:
             raise SmallbenchError(f"{self.name}: unknown option(s) {', '.join(sorted(unknown))}")
-        opts = spec.options
         self.device = _platform()
         if spec.device != "auto" and spec.device.split(":")[0] != self.device:
             raise SmallbenchError(f"this vLLM build runs on '{self.device}', not '{spec.device}'")

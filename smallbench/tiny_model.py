@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dest", type=Path, help="folder to create")
     parser.add_argument("--steps", type=int, default=STEPS)
     args = parser.parse_args(argv)
+    if args.dest.exists():
+        parser.error(f"{args.dest} already exists")
     print(json.dumps(build(args.dest, args.steps), indent=2))
 
 

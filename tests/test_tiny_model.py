@@ -3,10 +3,12 @@
 import json
 import math
 
+import pytest
 import torch
 from safetensors import safe_open
 
 from smallbench import models, tiny_model
+from smallbench.errors import SmallbenchError
 from smallbench.paths import sha256_file
 
 #: tiny-llama's weights, stated here and in the README: a change to the shipped file must be deliberate.
@@ -21,6 +23,12 @@ def test_shipped_weights_are_the_same_bytes_everywhere(tiny_path):
     assert m["tokenizer_sha256"] == sha256_file(tiny_path / "tokenizer.json")
     assert models.resolve("tiny-llama").weights_sha256 == SHIPPED_WEIGHTS_SHA256
     assert tiny_model.MODEL_CONFIG["head_dim"] >= 32  # vLLM's CPU attention needs it
+
+
+def test_a_modified_copy_is_refused(monkeypatch):
+    monkeypatch.setattr(tiny_model, "WEIGHTS_SHA256", "0" * 64)  # as if the file no longer matched
+    with pytest.raises(SmallbenchError, match="the built-in model's weights were modified"):
+        models.resolve("tiny-llama")
 
 
 def _tensors(folder):
