@@ -20,6 +20,7 @@ picks the file: ``Q4_K_M``, ``Q8_0``, ``F16``...), or the built-in model, export
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import re
 import sys
@@ -141,8 +142,15 @@ def select_gguf(files: list[str], quant: str | None, where: str) -> list[str]:
 
 
 def resolve_gguf(spec: LoadSpec, quant: str | None) -> Path:
-    """Local path (downloading from the Hub if needed) of the GGUF file to load."""
+    """Local path of the GGUF file to load: a .gguf file, one in a folder or Hub repo of them, or a Hugging Face
+    checkpoint (local or Hub; random weights with ``--dummy``) converted once by llama.cpp's own converter."""
+    from smallbench import dummy, llama_convert
+
     source = Path(spec.source).expanduser()
+    if spec.dummy:
+        folder = dummy.config_folder(spec.source, spec.revision)
+        ck = dummy.checkpoint(folder, "float32" if quant == "F32" else "bfloat16")
+        return llama_convert.ensure_gguf(ck, hashlib.sha256(ck.name.encode()).hexdigest(), quant or "BF16")
     if source.is_file():
         if source.suffix != ".gguf":
             raise SmallbenchError(f"'{spec.source}' is not a .gguf file")
@@ -153,8 +161,21 @@ def resolve_gguf(spec: LoadSpec, quant: str | None) -> Path:
 
             return ensure_gguf(source, sha, quant or DEFAULT_QUANT_BUILTIN)
         files = [str(p.relative_to(source)) for p in source.rglob("*.gguf")]
+        if not files and (source / "config.json").is_file():
+            return _converted(source, quant)
         return source / select_gguf(files, quant, str(source))[0]
     return _hub_gguf(spec.source, spec.revision, quant)
+
+
+def _converted(folder: Path, quant: str | None) -> Path:
+    """A Hugging Face checkpoint folder as GGUF (its own precision unless ``quant`` says otherwise)."""
+    from smallbench import llama_convert
+    from smallbench.models import weights_digest
+
+    digest = weights_digest(folder)
+    if digest is None:
+        raise SmallbenchError(f"'{folder}' has a config.json but no weights (.safetensors) to convert")
+    return llama_convert.ensure_gguf(folder, digest, quant or llama_convert.checkpoint_type(folder))
 
 
 def _hub_gguf(repo: str, revision: str | None, quant: str | None) -> Path:
@@ -167,7 +188,14 @@ def _hub_gguf(repo: str, revision: str | None, quant: str | None) -> Path:
             snap = Path(snapshot_download(repo, revision=revision, local_files_only=True))
         except Exception as exc:
             raise SmallbenchError(f"cannot list the files of '{repo}' (offline and not cached)") from exc
-        files = [str(p.relative_to(snap)) for p in snap.rglob("*.gguf")]
+        files = [str(p.relative_to(snap)) for p in snap.rglob("*")]
+    if not any(f.endswith(".gguf") for f in files) and "config.json" in files:  # a Hugging Face checkpoint
+        try:
+            snap = Path(snapshot_download(repo, revision=revision, allow_patterns=["*.json", "*.safetensors",
+                                                                                   "tokenizer*", "*.model"]))
+        except Exception as exc:
+            raise SmallbenchError(f"cannot fetch '{repo}' from the Hub (offline and not cached?)") from exc
+        return _converted(snap, quant)
     parts = select_gguf(files, quant, repo)
     paths = [Path(hf_hub_download(repo, f, revision=revision)) for f in parts]
     return paths[0]  # llama.cpp finds the other parts of a split file beside the first
@@ -184,7 +212,7 @@ class LlamaCppBackend(Backend):
         batching=True,
         logprobs=True,
         server_mode=False,
-        dummy_weights=False,
+        dummy_weights=True,
         # common GGUF types; any type llama.cpp reads loads, and any it can quantize to exports
         quant_formats=["F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "IQ4_XS"],
         devices=["cpu", "cuda", "metal"],
@@ -221,8 +249,6 @@ class LlamaCppBackend(Backend):
         opts = dict(spec.options)
         opts.pop("batch_size", None)  # scoring runs one sequence with prefix reuse; nothing to batch
         opts.pop("prefix_caching", None)  # vLLM's knob: no cache is kept between requests here
-        if spec.dummy:
-            raise SmallbenchError("llama-cpp has no random-weights mode (--dummy); load a GGUF file")
         if spec.dtype not in ("auto", *_DTYPE_AS_QUANT):
             raise SmallbenchError(f"unknown dtype '{spec.dtype}'; choose from: auto, float32, float16, bfloat16")
         quant = spec.quant or _DTYPE_AS_QUANT.get(spec.dtype)

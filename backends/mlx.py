@@ -175,7 +175,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
         batching=True,
         logprobs=True,
         server_mode=False,
-        dummy_weights=False,
+        dummy_weights=True,
         quant_formats=["float32", "float16", "bfloat16", *BIT_QUANTS],
         devices=["cpu", "metal", "cuda"],
     )
@@ -215,20 +215,33 @@ class MLXBackend(HFTokenizerMixin, Backend):
         self.prefill_step = int(opts.pop("prefill_step_size", PREFILL_STEP))
         if opts:
             raise SmallbenchError(f"unknown mlx option(s): {', '.join(opts)}")
-        if spec.dummy:
-            raise SmallbenchError("mlx has no random-weights mode (--dummy); load a checkpoint")
         if spec.dtype != "auto" and spec.dtype not in FLOAT_QUANTS:
             raise SmallbenchError(f"unknown dtype '{spec.dtype}'; choose from: auto, float32, float16, bfloat16")
         self.device = _device(spec.device)
         mx.set_default_device(self.device)
         self.mx_stream = mx.new_stream(self.device)
-        self.weights, self.quant = resolve_weights(spec)
         try:
-            model, wrapper, config = load(
-                self.weights, revision=None if self.quant else spec.revision, return_config=True,
-                tokenizer_config={"trust_remote_code": spec.trust_remote_code},
-                trust_remote_code=spec.trust_remote_code,
-            )  # fmt: skip
+            if spec.dummy:  # the architecture's own MLX classes, initialised at random; no weights read
+                from mlx_lm.utils import load_model, load_tokenizer
+
+                from smallbench.dummy import config_folder
+
+                if spec.quant:
+                    raise SmallbenchError("mlx: --dummy builds unquantized weights; --quant does not apply")
+                folder = config_folder(spec.source, spec.revision)
+                self.weights, self.quant = str(folder), None
+                model, config = load_model(folder, strict=False, trust_remote_code=spec.trust_remote_code)
+                wrapper = load_tokenizer(folder, {"trust_remote_code": spec.trust_remote_code},
+                                         eos_token_ids=config.get("eos_token_id"))  # fmt: skip
+            else:
+                self.weights, self.quant = resolve_weights(spec)
+                model, wrapper, config = load(
+                    self.weights, revision=None if self.quant else spec.revision, return_config=True,
+                    tokenizer_config={"trust_remote_code": spec.trust_remote_code},
+                    trust_remote_code=spec.trust_remote_code,
+                )  # fmt: skip
+        except SmallbenchError:
+            raise
         except Exception as exc:
             raise SmallbenchError(f"mlx-lm could not load '{spec.source}': {exc}") from exc
         if spec.dtype != "auto":  # casts the float parameters (quantized weights stay packed)

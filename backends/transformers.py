@@ -146,7 +146,7 @@ class TransformersBackend(HFTokenizerMixin, Backend):
         total = sum(p.numel() for p in model.parameters())
         return LoadedModelInfo(
             params_total=total,
-            params_active=_active_params(model, config, total),
+            params_active=_active_params(config, total),
             dtype=self.dtype,
             max_context=self._max_context,
             vocab_size=getattr(config, "vocab_size", None),
@@ -370,15 +370,16 @@ def _length_until_eos(tokens: list[int], eos: int | None) -> int:
     return len(tokens)
 
 
-def _active_params(model, config, total: int) -> int:
-    """Parameters used per token: for mixture-of-experts models only ``k`` of ``E`` experts run."""
-    n_exp = next((getattr(config, a) for a in ("num_local_experts", "num_experts", "n_routed_experts")
-                  if getattr(config, a, None)), None)  # fmt: skip
-    k = next((getattr(config, a) for a in ("num_experts_per_tok", "moe_top_k") if getattr(config, a, None)), None)
-    if not n_exp or not k:
+def _active_params(config, total: int) -> int:
+    """Parameters used per token: for mixture-of-experts models only the routed top-k of the experts run
+    (smallbench.sizing's count of the inactive experts, taken from the loaded total)."""
+    from smallbench import sizing
+
+    try:
+        n = sizing.count_params(config.to_dict())
+    except SmallbenchError:
         return total
-    expert = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
-    return int(total - expert + expert * k / n_exp)
+    return total - (n.total - n.active)
 
 
 def _max_context(config, tokenizer, default: int = 2048) -> int:

@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from smallbench import sizing
 from smallbench.backends.base import (
     Backend,
     BackendInfo,
@@ -46,7 +47,6 @@ DEFAULT_CPU_KV_GIB = 1  # VLLM_CPU_KVCACHE_SPACE when the user has not set it
 SERVED_NAME = "smallbench"
 _DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
            "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
-_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 #: Options smallbench understands; anything else in LoadSpec.options is an error, not silently dropped.
 _OPTIONS = {"n_ctx", "batch_size", "prefix_caching", "kv_cache_gib", "gpu_memory_utilization", "enforce_eager",
             "server_args", "start_timeout_s"}  # fmt: skip
@@ -69,16 +69,14 @@ def _text_config(config):
     return getattr(config, "text_config", None) or config
 
 
-def kv_bytes_per_token(config, dtype: str) -> int | None:
-    """K and V of one token in every layer: 2 × layers × KV heads × head dim × element size."""
-    cfg = _text_config(config)
+def _kv_bytes_per_token(config, dtype: str) -> int | None:
+    """KV bytes one token takes in the engine's cache blocks: every attention layer, sliding ones included
+    (vLLM's blocks hold a sliding layer's tokens until they leave the window)."""
     try:
-        heads = cfg.num_attention_heads
-        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-        return 2 * cfg.num_hidden_layers * kv_heads * head_dim * _ITEMSIZE.get(dtype, 2)
-    except (AttributeError, TypeError):
+        kv = sizing.kv_size(_text_config(config).to_dict(), dtype)
+    except SmallbenchError:
         return None
+    return kv.per_token + kv.sliding_per_token or None
 
 
 def _safetensors_params(folder: Path) -> int | None:
@@ -188,11 +186,11 @@ class _VLLMBase(HFTokenizerMixin, Backend):
         if params is None:
             params = _meta_params(config, spec.trust_remote_code)
         quantized = getattr(config, "quantization_config", None) is not None
-        self._kv_per_token = kv_bytes_per_token(config, self.dtype)
+        self._kv_per_token = _kv_bytes_per_token(config, self.dtype)
         return LoadedModelInfo(
             params_total=params, params_active=None, dtype=self.dtype, max_context=max_len,
             vocab_size=self._vocab_size,
-            weights_bytes=params * _ITEMSIZE[self.dtype] if params and not quantized else None,
+            weights_bytes=sizing.weights_bytes(params, self.dtype) if params and not quantized else None,
         )  # fmt: skip
 
     def _with_kv(self, info: LoadedModelInfo, blocks: int | None, block_size: int | None) -> LoadedModelInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -238,11 +239,18 @@ def accuracy_tables(records) -> list[Table]:
 def list_(what: Annotated[str, typer.Argument(help="models | backends | suites | tasks")]) -> None:
     """List registered models, backends (with availability) or suites."""
     if what == "models":
-        from smallbench.models import REGISTRY
+        from smallbench import sizing, support
+        from smallbench.models import catalogue
 
-        t = Table("name", "source", "params", "note")
-        for m in REGISTRY.values():
-            t.add_row(m.name, m.repo, m.params, m.note)
+        t = Table("name", "repo", "arch", "params total", "active", "licence", "gated", "remote code", "backends")
+        order = {"builtin": 0, "sponsor": 1, "reference": 2}
+        for m in sorted(catalogue().values(), key=lambda m: (order[m.role], m.name)):
+            n = sizing.count_params(m.config)
+            t.add_row(m.name, m.repo, m.architecture, _params(m.params_total or n.total),
+                      _params(m.params_active or n.active) if n.is_moe else "=", m.license, "yes" if m.gated else "no",
+                      "needs flag" if m.trust_remote_code else "no", ", ".join(support.backends_for(m.architecture)))
+        (console if console.is_terminal else Console(width=200)).print(t)  # piped: whole lines, not 80 columns
+        return
     elif what == "backends":
         from smallbench.backends import backend_names, get_backend_class
 
@@ -266,6 +274,107 @@ def list_(what: Annotated[str, typer.Argument(help="models | backends | suites |
     else:
         raise SmallbenchError(f"cannot list '{what}'; choose from: models, backends, suites, tasks")
     console.print(t)
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+models_app = typer.Typer(no_args_is_help=True, help="Check models against the Build Small rules.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("check")
+def models_check(
+    model: Annotated[str, typer.Argument(help="Catalogued name, local folder or config.json, or Hub id.")],
+    revision: Annotated[str | None, typer.Option(help="Hub revision.")] = None,
+) -> None:
+    """Build Small compliance from the config alone: under 32B parameters in total, every expert counted."""
+    from smallbench import models, sizing
+
+    config = models.model_config(model, revision)
+    known = models.entry(model)
+    c = sizing.compliance(config, known.params_total if known else None)
+    p = c.params
+    moe = f", {_params(p.active)} active per token" if p.is_moe else ""
+    console.print(f"{model}: {sizing.arch(config).model_type}, {p.total:,} parameters ({_params(p.total)}){moe}",
+                  highlight=False)  # fmt: skip
+    if c.published:
+        verdict = "matches" if c.matches_catalogue else "DOES NOT match"
+        console.print(f"  {verdict} the catalogue's {_params(c.published)} ({c.deviation:+.2%}; tolerance "
+                      f"{sizing.CATALOGUE_TOLERANCE:.1%})", highlight=False)  # fmt: skip
+    cap = _params(sizing.BUILD_SMALL_CAP)
+    console.print(f"  Build Small: {'PASS' if c.under_cap else 'FAIL'} ({_params(p.total)} total "
+                  f"{'<' if c.under_cap else '≥'} {cap})", highlight=False)  # fmt: skip
+    if not c.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def fit(
+    model: Annotated[str, typer.Argument(help="Catalogued name, local folder or config.json, or Hub id.")],
+    memory: Annotated[str | None, typer.Option(help="Memory to fit in: 16GB, 24GiB... (default: this machine's "
+                                                    "GPU memory, else its available RAM)")] = None,
+    quant: Annotated[str, typer.Option(help="Weights type: bfloat16, float32, Q4_K_M, Q8_0, 4bit...")] = "bfloat16",
+    context: Annotated[int | None, typer.Option(help="Tokens per sequence (default: the model's maximum).")] = None,
+    kv_dtype: Annotated[str | None, typer.Option(help="KV-cache type (default: the weights' float type, else "
+                                                      "float16).")] = None,
+    overhead: Annotated[str, typer.Option(help="Memory the runtime needs besides weights and KV cache (Python, "
+                                               "the engine, activations).")] = "1GiB",
+    revision: Annotated[str | None, typer.Option(help="Hub revision.")] = None,
+) -> None:
+    """What fits in memory: weights, KV cache per token, the longest context and how many sequences at once."""
+    from smallbench import models, sizing
+    from smallbench.hardware import hardware_info
+
+    config = models.model_config(model, revision)
+    if context is not None and context < 1:
+        raise SmallbenchError(f"--context needs a positive integer, got {context}")
+    if memory is None:
+        hw = hardware_info()
+        gpu = hw.gpus[0] if hw.gpus else None
+        if gpu:
+            total, where = gpu.memory_total_bytes, gpu.name
+        else:
+            import psutil
+
+            total, where = psutil.virtual_memory().available, "this machine's available RAM"
+    else:
+        total, where = sizing.parse_bytes(memory), memory
+    f = sizing.fit(config, total, quant, context, sizing.parse_bytes(overhead), kv_dtype)
+    gib = 2**30
+    out = functools.partial(console.print, highlight=False, soft_wrap=True)
+    out(f"{model} as {quant} in {total / gib:.1f} GiB ({where}):")
+    out(f"  weights       {f.weights / gib:8.2f} GiB")
+    out(f"  runtime       {f.overhead / gib:8.2f} GiB (--overhead)")
+    kv = f.kv
+    parts = [f"{kv.per_token / 1024:.1f} KiB per token"]
+    if kv.sliding_per_token:
+        parts.append(f"+ {kv.sliding_per_token / 1024:.1f} KiB per token up to the {kv.window}-token window")
+    if kv.state_per_sequence:
+        parts.append(f"+ {kv.state_per_sequence / 2**20:.1f} MiB SSM state per sequence")
+    out(f"  KV cache      {' '.join(parts)}")
+    if f.longest_context == 0:
+        need = f.weights + f.overhead + f.kv.bytes(1)
+        out(f"  does NOT fit: weights + runtime need {need / gib:.2f} GiB, {(need - total) / gib:.2f} GiB more than "
+            f"{total / gib:.1f} GiB; try a smaller --quant (e.g. Q4_K_M) or more memory")
+        raise typer.Exit(1)
+    out(f"  longest single sequence         {f.longest_context:,} tokens (model maximum {f.max_context:,})")
+    out(f"  sequences of {f.context:,} tokens at once  {f.sequences_at_context:,}")
+    if not f.fits:
+        raise typer.Exit(1)
+
+
+setup_app = typer.Typer(no_args_is_help=True, help="One-time setup steps that need the network.")
+app.add_typer(setup_app, name="setup")
+
+
+@setup_app.command("llama-converter")
+def setup_llama_converter() -> None:
+    """Fetch llama.cpp's converter (convert_hf_to_gguf.py) matching the installed llama-cpp-python from PyPI."""
+    from smallbench import llama_convert
+
+    console.print(f"llama.cpp converter: {llama_convert.fetch()}", highlight=False)
 
 
 @app.command()

@@ -7,35 +7,84 @@ can be found *before* any cell starts, so a typo is one clear line, not a failed
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-from smallbench.errors import SmallbenchError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from smallbench.errors import SmallbenchError, one_line
 from smallbench.paths import sha256_file
 
+CATALOGUE_DIR = Path(__file__).parent / "catalogue"
 
-@dataclass(frozen=True)
-class RegisteredModel:
+
+class GGUFRepo(BaseModel):
+    repo: str
+    quant: str | None = None  # the one GGUF type in this repo, where a repo holds one
+
+
+class CatalogueEntry(BaseModel):
+    """One model people ask for: ``smallbench/catalogue/<name>.json``. Adding a model is adding such a file."""
+
+    model_config = ConfigDict(extra="forbid")
+
     name: str
-    repo: str  # Hub repo id, or "builtin"
-    params: str
-    note: str = ""
+    display_name: str
+    maker: str
+    role: Literal["sponsor", "reference", "builtin"]
+    repo: str  # Hub repo of the safetensors weights, or "builtin"
+    revision: str | None = None  # pinned commit; None: the repo's main branch (not yet pinned)
+    variants: list[str] = Field(default_factory=list)  # other Hub repos of the same architecture
+    gguf: list[GGUFRepo] = Field(default_factory=list)
+    mlx: list[str] = Field(default_factory=list)
+    architecture: str  # config.json's model_type
+    params_total: int | None = None  # as published; None where nothing is published
+    params_active: int | None = None  # as published, for mixture-of-experts models
+    license: str
+    gated: bool
+    trust_remote_code: bool
+    min_versions: dict[str, str] = Field(default_factory=dict)  # distribution name -> lowest version that runs it
+    notes: str = ""
+    config_source: str = ""
+    config: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CatalogueEntry:
+        if self.config.get("model_type") != self.architecture:
+            raise ValueError(f"architecture '{self.architecture}' but model_type '{self.config.get('model_type')}'")
+        return self
 
 
-REGISTRY: dict[str, RegisteredModel] = {
-    m.name: m
-    for m in [
-        RegisteredModel("tiny-llama", "builtin", "1.3M", "ships with smallbench; the default"),
-        RegisteredModel("nemotron-3-nano-4b", "nvidia/NVIDIA-Nemotron-3-Nano-4B-BF16", "4B",
-                        "hybrid Mamba-Transformer"),
-        RegisteredModel("mellum-4b", "JetBrains/Mellum-4b-base", "4B", "Llama-style code model"),
-        RegisteredModel("tiny-aya-base", "CohereLabs/tiny-aya-base", "3.35B", "multilingual; non-commercial licence"),
-        RegisteredModel("tiny-aya-global", "CohereLabs/tiny-aya-global", "3.35B", "multilingual; non-commercial"),
-        RegisteredModel("minicpm4-0.5b", "openbmb/MiniCPM4-0.5B", "0.5B", "may need --trust-remote-code"),
-    ]
-}  # fmt: skip
+@functools.cache
+def catalogue() -> dict[str, CatalogueEntry]:
+    """Every catalogued model by name: the built-in ``tiny-llama`` first, then the data files in name order."""
+    from smallbench import tiny_model
+
+    builtin = CatalogueEntry(
+        name="tiny-llama", display_name="tiny-llama (built in)", maker="smallbench", role="builtin", repo="builtin",
+        architecture="llama", params_total=None, license="Apache-2.0", gated=False, trust_remote_code=False,
+        notes="ships with smallbench; the default", config={"model_type": "llama", **tiny_model.MODEL_CONFIG},
+    )  # fmt: skip
+    out = {builtin.name: builtin}
+    for f in sorted(CATALOGUE_DIR.glob("*.json")):
+        try:
+            entry = CatalogueEntry.model_validate_json(f.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise SmallbenchError(f"catalogue file {f.name} is invalid: {one_line(exc)}") from None
+        if entry.name != f.stem:
+            raise SmallbenchError(f"catalogue file {f.name} names its model '{entry.name}'; the two must agree")
+        out[entry.name] = entry
+    return out
+
+
+def entry(name: str) -> CatalogueEntry | None:
+    return catalogue().get(name)
+
 
 @dataclass(frozen=True)
 class ResolvedModel:
@@ -46,13 +95,27 @@ class ResolvedModel:
     weights_sha256: str | None  # content hash of the weights where known without a download
 
 
-def resolve(model_id: str, revision: str | None = None) -> ResolvedModel:
-    """Find the model. Raises :class:`SmallbenchError` if absent."""
-    if model_id in REGISTRY and REGISTRY[model_id].repo == "builtin":
+def resolve(model_id: str, revision: str | None = None, dummy: bool = False,
+            trust_remote_code: bool = False) -> ResolvedModel:  # fmt: skip
+    """Find the model. Raises :class:`SmallbenchError` if absent, or if a catalogued model needs a flag the
+    user did not pass. ``dummy`` with a catalogued model builds it from its embedded config, offline."""
+    known = entry(model_id)
+    if known is not None and known.repo == "builtin":
         from smallbench import tiny_model
 
         return ResolvedModel(model_id, str(tiny_model.model_dir()), None, True, tiny_model.WEIGHTS_SHA256)
-    source = REGISTRY[model_id].repo if model_id in REGISTRY else model_id
+    if known is not None:
+        if known.trust_remote_code and not trust_remote_code:
+            raise SmallbenchError(f"model '{model_id}' ({known.repo}) runs Python code from its repo "
+                                  f"('{known.architecture}' is not in the libraries): pass --trust-remote-code "
+                                  "if you trust it")  # fmt: skip
+        if dummy:
+            from smallbench import dummy as dummy_models
+
+            folder = dummy_models.model_folder(known.name, known.config)
+            return ResolvedModel(model_id, str(folder), None, False, None)
+        revision = revision or known.revision
+    source = known.repo if known is not None else model_id
     local = Path(source).expanduser()
     if local.exists():
         if not local.is_dir() and local.suffix != ".gguf":
@@ -60,7 +123,7 @@ def resolve(model_id: str, revision: str | None = None) -> ResolvedModel:
         return ResolvedModel(model_id, str(local.resolve()), revision, False, weights_digest(local))
     if source.count("/") != 1 or source.startswith(("/", ".", "~")):
         raise SmallbenchError(
-            f"unknown model '{model_id}': not a registered name ({', '.join(REGISTRY)}), "
+            f"unknown model '{model_id}': not a catalogued name (smallbench list models), "
             "an existing local path, or a Hub id of the form org/name"
         )
     cached = _hub_snapshot(source, revision)
@@ -68,10 +131,10 @@ def resolve(model_id: str, revision: str | None = None) -> ResolvedModel:
         return ResolvedModel(model_id, source, revision, False, weights_digest(cached))
     reason = _hub_check(source, revision)
     if reason:
-        raise SmallbenchError(
-            f"model '{model_id}' not found: not a registered name ({', '.join(REGISTRY)}), "
-            f"not a local path, not in the Hugging Face cache, and the Hub says: {reason}"
-        )
+        what = f"catalogued as {source}" if known else "not a catalogued name, not a local path"
+        gated = " (a gated model: accept its licence on the Hub and log in)" if known and known.gated else ""
+        raise SmallbenchError(f"model '{model_id}' not found: {what}, not in the Hugging Face cache, and the Hub "
+                              f"says: {reason}{gated}")  # fmt: skip
     return ResolvedModel(model_id, source, revision, False, None)
 
 
@@ -131,3 +194,27 @@ def _file_sha256(f: Path) -> str:
         if len(blob) == 64 and all(c in "0123456789abcdef" for c in blob):
             return blob
     return sha256_file(f)
+
+
+def model_config(model_id: str, revision: str | None = None) -> dict[str, Any]:
+    """The config.json of a model without its weights: a catalogued name's embedded config, a local folder's or
+    file's, or a Hub repo's (from the cache, else downloaded: one small file)."""
+    known = entry(model_id)
+    if known is not None:
+        return known.config
+    local = Path(model_id).expanduser()
+    if local.exists():
+        path = local / "config.json" if local.is_dir() else local
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SmallbenchError(f"cannot read a model config from '{model_id}': {type(exc).__name__}") from None
+    if model_id.count("/") != 1:
+        raise SmallbenchError(f"unknown model '{model_id}': not a catalogued name, a local config, or a Hub id")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return json.loads(Path(hf_hub_download(model_id, "config.json", revision=revision)).read_text())
+    except Exception as exc:
+        raise SmallbenchError(f"cannot get the config.json of '{model_id}' (offline and not cached, gated, or "
+                              f"missing): {type(exc).__name__}") from None  # fmt: skip

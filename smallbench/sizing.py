@@ -1,0 +1,339 @@
+"""Sizes from a model's ``config.json`` alone: parameters, weight bytes, KV-cache bytes, what fits, and the
+decode roofline. Plain arithmetic: no backend, no torch, no download.
+
+Conventions (docs/metrics.md, "Sizing"):
+- parameters are counted from the architecture as its code builds it; a tied output head counts once; a
+  mixture-of-experts model counts every expert in ``total`` and only the routed top-k (plus shared experts)
+  in ``active``;
+- the KV cache holds K and V for every attention layer; a sliding-window layer holds at most ``window``
+  tokens; a Mamba (SSM) layer holds a fixed state per sequence, whatever its length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from smallbench.errors import SmallbenchError
+
+#: Bytes per element of the float types a backend computes or stores in.
+DTYPE_BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0, "float8": 1.0, "fp8": 1.0}
+
+#: Average bits per weight of quantized formats. GGUF block types are exact (llama.cpp's block layouts:
+#: Q8_0 = 34 bytes per 32 weights...); the K-quant mixes (``_M``/``_S``) keep some tensors at a higher type,
+#: so their figure is the average llama.cpp's quantizer reports on Llama-family models. MLX affine
+#: quantization stores a 16-bit scale and bias per group of 64.
+QUANT_BITS = {
+    "F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.5625, "Q5_K_M": 5.69, "Q5_K_S": 5.54,
+    "Q5_0": 5.5, "Q4_K_M": 4.89, "Q4_K_S": 4.58, "Q4_0": 4.5, "IQ4_NL": 4.5, "IQ4_XS": 4.25, "Q3_K_M": 3.91,
+    "Q2_K": 2.96,
+    "8bit": 8.5, "6bit": 6.5, "5bit": 5.5, "4bit": 4.5, "3bit": 3.5, "2bit": 2.5,
+}  # fmt: skip
+
+
+def bits_per_weight(kind: str) -> float:
+    """Bits per parameter of a float dtype (``bfloat16``) or a quantized format (``Q4_K_M``, ``4bit``)."""
+    if kind in DTYPE_BYTES:
+        return DTYPE_BYTES[kind] * 8
+    for table_key in (kind, kind.upper()):
+        if table_key in QUANT_BITS:
+            return QUANT_BITS[table_key]
+    choices = ", ".join([*DTYPE_BYTES, *QUANT_BITS])
+    raise SmallbenchError(f"unknown weights type '{kind}'; choose from: {choices}")
+
+
+# -- the architecture, read from config.json ------------------------------------------------------
+
+def text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The language model's part of a config (multimodal configs nest it as ``text_config``)."""
+    return config.get("text_config") or config
+
+
+@dataclass(frozen=True)
+class Layer:
+    mixer: str  # "attention" | "sliding" | "mamba" | "none"
+    ffn: str  # "dense" | "moe" | "none"
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What sizing needs of an architecture, from its config."""
+
+    model_type: str
+    vocab: int
+    hidden: int
+    layers: tuple[Layer, ...]
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    tied: bool
+    window: int | None = None
+    gated_mlp: bool = True  # SwiGLU-style gate + up + down; relu2 MLPs have up + down only
+    experts: int = 0
+    top_k: int = 0
+    moe_intermediate: int = 0
+    shared_experts: int = 0
+    shared_intermediate: int = 0
+    mamba_heads: int = 0
+    mamba_head_dim: int = 0
+    mamba_groups: int = 0
+    mamba_state: int = 0
+    mamba_conv: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_attention(self) -> int:
+        return sum(layer.mixer == "attention" for layer in self.layers)
+
+    @property
+    def n_sliding(self) -> int:
+        return sum(layer.mixer == "sliding" for layer in self.layers)
+
+    @property
+    def n_mamba(self) -> int:
+        return sum(layer.mixer == "mamba" for layer in self.layers)
+
+
+#: Block letters of Nemotron-H's ``hybrid_override_pattern``.
+_NEMOTRON_BLOCKS = {"M": Layer("mamba", "none"), "*": Layer("attention", "none"), "-": Layer("none", "dense"),
+                    "E": Layer("none", "moe")}  # fmt: skip
+#: transformers 5's spelling of the same pattern (``layers_block_type``)
+_NEMOTRON_NAMES = {"mamba": "M", "linear_attention": "M", "attention": "*", "full_attention": "*", "mlp": "-",
+                   "moe": "E"}  # fmt: skip
+#: ``layer_types`` spellings of a sliding-window attention layer.
+_SLIDING = {"sliding_attention", "sliding", "local", "chunked_attention"}
+
+
+def arch(config: dict[str, Any]) -> Arch:
+    """The :class:`Arch` of a config.json dict. Raises :class:`SmallbenchError` naming what is missing."""
+    c = text_config(config)
+    mt = c.get("model_type") or "unknown"
+    try:
+        hidden, heads = int(c["hidden_size"]), int(c["num_attention_heads"])
+        common = dict(
+            model_type=mt, vocab=int(c["vocab_size"]), hidden=hidden, heads=heads,
+            kv_heads=int(c.get("num_key_value_heads") or heads), head_dim=int(c.get("head_dim") or hidden // heads),
+            intermediate=int(c.get("intermediate_size") or 0), tied=bool(c.get("tie_word_embeddings", False)),
+        )  # fmt: skip
+        if mt == "nemotron_h":
+            pattern = c.get("hybrid_override_pattern") or "".join(_NEMOTRON_NAMES[t] for t in c["layers_block_type"])
+            moe = "E" in pattern
+            return Arch(
+                layers=tuple(_NEMOTRON_BLOCKS[ch] for ch in pattern), gated_mlp=False,
+                experts=int(c.get("n_routed_experts") or 0) if moe else 0, top_k=int(c.get("num_experts_per_tok") or 0),
+                moe_intermediate=int(c.get("moe_intermediate_size") or 0),
+                shared_experts=int(c.get("n_shared_experts") or 0) if moe else 0,
+                shared_intermediate=int(c.get("moe_shared_expert_intermediate_size") or 0),
+                mamba_heads=int(c["mamba_num_heads"]), mamba_head_dim=int(c["mamba_head_dim"]),
+                mamba_groups=int(c["n_groups"]), mamba_state=int(c["ssm_state_size"]), mamba_conv=int(c["conv_kernel"]),
+                extra={"attention_bias": bool(c.get("attention_bias")), "mlp_bias": bool(c.get("mlp_bias")),
+                       "conv_bias": bool(c.get("use_conv_bias", True)), "proj_bias": bool(c.get("mamba_proj_bias"))},
+                **common,
+            )  # fmt: skip
+        n = int(c["num_hidden_layers"])
+        experts = int(next((c[k] for k in ("num_local_experts", "num_experts", "n_routed_experts") if c.get(k)), 0))
+        sparse = c.get("mlp_layer_types") or ["sparse" if experts else "dense"] * n
+        kinds = c.get("layer_types") or ["full_attention"] * n
+        window = c.get("sliding_window")
+        if window and not c.get("layer_types") and mt == "mistral":
+            kinds = ["sliding_attention"] * n  # every layer slides
+        mixers = ["sliding" if window and k in _SLIDING else "attention" for k in kinds]
+        return Arch(
+            layers=tuple(Layer(m, "moe" if s == "sparse" else "dense") for m, s in zip(mixers, sparse, strict=True)),
+            window=int(window) if window and "sliding" in mixers else None,
+            experts=experts, top_k=int(c.get("num_experts_per_tok") or c.get("moe_top_k") or 0),
+            moe_intermediate=int(c.get("moe_intermediate_size") or c.get("intermediate_size") or 0),
+            shared_experts=int(c.get("n_shared_experts") or 0),
+            shared_intermediate=int(c.get("shared_expert_intermediate_size") or c.get("moe_intermediate_size") or 0),
+            extra={"attention_bias": bool(c.get("attention_bias")), "mlp_bias": bool(c.get("mlp_bias"))},
+            **common,
+        )  # fmt: skip
+    except KeyError as exc:
+        raise SmallbenchError(f"config of '{mt}' lacks {exc.args[0]}: cannot size it") from None
+
+
+# -- parameters ------------------------------------------------------------------------------------
+
+#: Normalisation weights per layer (× hidden) beyond the usual two (input and post-attention).
+_NORMS_PER_LAYER = {"cohere2": 1, "cohere": 1, "gemma3_text": 4, "gemma2": 4}
+#: Architectures with a per-head RMSNorm on queries and keys.
+_QK_NORM = {"qwen3", "qwen3_moe", "gemma3_text", "olmo2", "mellum"}
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    total: int
+    active: int
+    embedding: int  # input embedding (+ the output head when untied)
+
+    @property
+    def is_moe(self) -> bool:
+        return self.active < self.total
+
+
+def _attention_params(a: Arch) -> int:
+    q, kv = a.heads * a.head_dim, a.kv_heads * a.head_dim
+    n = a.hidden * (q + 2 * kv) + q * a.hidden
+    if a.extra.get("attention_bias"):
+        n += q + 2 * kv + a.hidden
+    if a.model_type in _QK_NORM:
+        n += 2 * a.head_dim
+    return n
+
+
+def _mlp_params(a: Arch, inter: int) -> int:
+    n = (3 if a.gated_mlp else 2) * a.hidden * inter
+    if a.extra.get("mlp_bias"):
+        n += (2 if a.gated_mlp else 1) * inter + a.hidden
+    return n
+
+
+def _mamba_params(a: Arch) -> int:
+    inner = a.mamba_heads * a.mamba_head_dim
+    conv_dim = inner + 2 * a.mamba_groups * a.mamba_state
+    in_proj = a.hidden * (inner + conv_dim + a.mamba_heads) + (inner + conv_dim + a.mamba_heads) * a.extra["proj_bias"]
+    conv = conv_dim * a.mamba_conv + conv_dim * a.extra["conv_bias"]
+    return in_proj + conv + 3 * a.mamba_heads + inner + inner * a.hidden + a.hidden * a.extra["proj_bias"]
+
+
+def count_params(config: dict[str, Any]) -> ParamCount:
+    """Total and active parameters of the architecture a config.json describes."""
+    a = arch(config)
+    embedding = a.vocab * a.hidden * (1 if a.tied else 2)
+    total = active = embedding + a.hidden  # + the final norm
+    norms = _NORMS_PER_LAYER.get(a.model_type, 2) if a.model_type != "nemotron_h" else 1
+    expert = _mlp_params(a, a.moe_intermediate)
+    for layer in a.layers:
+        n = norms * a.hidden
+        n += {"attention": _attention_params, "sliding": _attention_params, "mamba": _mamba_params,
+              "none": lambda _: 0}[layer.mixer](a)  # fmt: skip
+        routed = 0
+        if layer.ffn == "dense":
+            n += _mlp_params(a, a.intermediate)
+        elif layer.ffn == "moe":
+            n += a.experts * a.hidden + a.shared_experts * _mlp_params(a, a.shared_intermediate)  # router + shared
+            routed = a.experts * expert
+        total += n + routed
+        active += n + (routed // a.experts * a.top_k if routed else 0)
+    return ParamCount(total=total, active=active, embedding=embedding)
+
+
+# -- memory ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KVSize:
+    """KV-cache bytes: ``per_token`` for full-attention layers (every token of the context), ``sliding_per_token``
+    for sliding-window layers (at most ``window`` tokens), ``state_per_sequence`` for SSM layers."""
+
+    per_token: int
+    sliding_per_token: int
+    window: int | None
+    state_per_sequence: int
+
+    def bytes(self, context: int, sequences: int = 1) -> int:
+        held = self.per_token * context + self.sliding_per_token * min(context, self.window or context)
+        return sequences * (held + self.state_per_sequence)
+
+
+def kv_size(config: dict[str, Any], dtype: str = "bfloat16", state_dtype: str = "float32") -> KVSize:
+    """The KV cache of one sequence (K and V in ``dtype``; Mamba conv + SSM state in ``state_dtype``)."""
+    a = arch(config)
+    per_layer = 2 * a.kv_heads * a.head_dim * DTYPE_BYTES[dtype]
+    inner = a.mamba_heads * a.mamba_head_dim
+    conv_state = (inner + 2 * a.mamba_groups * a.mamba_state) * (a.mamba_conv - 1) * DTYPE_BYTES[dtype]
+    ssm_state = inner * a.mamba_state * DTYPE_BYTES[state_dtype]
+    return KVSize(per_token=int(a.n_attention * per_layer), sliding_per_token=int(a.n_sliding * per_layer),
+                  window=a.window, state_per_sequence=int(a.n_mamba * (conv_state + ssm_state)))  # fmt: skip
+
+
+def weights_bytes(params: int, kind: str) -> int:
+    """Bytes of ``params`` weights stored as ``kind`` (a float dtype or a quantized format)."""
+    return math.ceil(params * bits_per_weight(kind) / 8)
+
+
+@dataclass(frozen=True)
+class Fit:
+    memory: int
+    weights: int
+    kv: KVSize
+    overhead: int
+    context: int  # the context asked about
+    max_context: int  # the model's own limit
+    sequences_at_context: int  # concurrent sequences of ``context`` tokens that fit
+    longest_context: int  # the longest single sequence that fits (≤ max_context)
+
+    @property
+    def fits(self) -> bool:
+        return self.sequences_at_context >= 1
+
+
+def fit(config: dict[str, Any], memory: int, kind: str = "bfloat16", context: int | None = None,
+        overhead: int = 0, kv_dtype: str | None = None) -> Fit:  # fmt: skip
+    """What fits in ``memory`` bytes: weights in ``kind``, a KV cache in ``kv_dtype`` (``kind`` if it is a float
+    type, else float16, as llama.cpp and MLX keep it), and ``overhead`` bytes the runtime needs besides."""
+    params = count_params(config).total
+    weights = weights_bytes(params, kind)
+    kv = kv_size(config, kv_dtype or (kind if kind in DTYPE_BYTES else "float16"))
+    max_ctx = int(text_config(config).get("max_position_embeddings") or 4096)
+    ctx = min(context or max_ctx, max_ctx)
+    free = memory - weights - overhead
+    per_seq = kv.bytes(ctx)
+    seqs = max(0, free // per_seq) if per_seq else (1 if free >= 0 else 0)
+    longest = 0
+    if free >= kv.bytes(1):  # binary search: KV bytes grow with the context (capped for sliding layers)
+        lo, hi = 1, max_ctx
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if kv.bytes(mid) <= free else (lo, mid - 1)
+        longest = lo
+    return Fit(memory=memory, weights=weights, kv=kv, overhead=overhead, context=ctx, max_context=max_ctx,
+               sequences_at_context=int(seqs), longest_context=longest)  # fmt: skip
+
+
+def parse_bytes(text: str) -> int:
+    """``16GB``, ``24GiB``, ``512MB``, ``80G``, or a plain byte count. GB = 10⁹, GiB = 2³⁰ (as cards are sold
+    in GB and the OS reports GiB, both are accepted)."""
+    units = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "KIB": 2**10, "M": 10**6, "MB": 10**6, "MIB": 2**20,
+             "G": 10**9, "GB": 10**9, "GIB": 2**30, "T": 10**12, "TB": 10**12, "TIB": 2**40}  # fmt: skip
+    s = text.strip().upper().replace(" ", "")
+    num = s.rstrip("KMGTIB")
+    try:
+        return int(float(num) * units[s[len(num):]])
+    except (ValueError, KeyError):
+        raise SmallbenchError(f"cannot read '{text}' as a size; write e.g. 16GB, 24GiB or 512MB") from None
+
+
+# -- Build Small compliance ------------------------------------------------------------------------
+
+#: The Build Small hackathon's limit: under 32B parameters in total, every expert of a MoE counted.
+BUILD_SMALL_CAP = 32_000_000_000
+#: How far a count from the architecture may be from the catalogue's published figure.
+CATALOGUE_TOLERANCE = 0.005
+
+
+@dataclass(frozen=True)
+class Compliance:
+    params: ParamCount
+    published: int | None  # the catalogue's figure, where there is one
+
+    @property
+    def under_cap(self) -> bool:
+        return self.params.total < BUILD_SMALL_CAP
+
+    @property
+    def deviation(self) -> float | None:
+        return None if not self.published else (self.params.total - self.published) / self.published
+
+    @property
+    def matches_catalogue(self) -> bool:
+        return self.deviation is None or abs(self.deviation) <= CATALOGUE_TOLERANCE
+
+    @property
+    def ok(self) -> bool:
+        return self.under_cap and self.matches_catalogue
+
+
+def compliance(config: dict[str, Any], published: int | None = None) -> Compliance:
+    return Compliance(count_params(config), published)

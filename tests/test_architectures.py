@@ -1,0 +1,85 @@
+"""Every sponsor architecture, scaled down, through every backend (the README's support matrix).
+
+Each architecture is the catalogue entry's embedded config with small dimensions (``dummy.scale_down``: same
+model type, same kinds of layers, a few of each), written once as a random float32 checkpoint. Every backend
+loads that same checkpoint the way it loads a real one (llama.cpp through llama.cpp's own converter, MLX
+directly), scores log-likelihoods (one context longer than the sliding windows) and streams tokens; the
+log-likelihoods must agree with Transformers'. ``smallbench.support.MATRIX`` states the outcome of each cell and
+this test holds it to that: a cell that starts or stops working, or a known difference that goes away, fails
+here until the table (and so the README) says so.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from smallbench import dummy, models, support
+from tests.conftest import require
+
+LIBRARY = {"transformers": ("transformers", "transformers"), "vllm": ("vllm", "vllm"),
+           "llama-cpp": ("llama_cpp", "llama-cpp"), "mlx": ("mlx.core", "mlx")}  # fmt: skip
+TOLERANCE = 1e-2  # per summed log-likelihood, float32 everywhere (observed ≤ 2e-4 where the cell is "ok")
+TEXT = "def load(path): return open(path).read() if the file exists else None  # small models, big plans"
+
+
+def scaled_checkpoint(arch: str):
+    cfg = dummy.scale_down(models.entry(support.TESTED_WITH[arch]).config)
+    cfg["torch_dtype"] = "float32"
+    return dummy.checkpoint(dummy.model_folder(f"{support.TESTED_WITH[arch]}-scaled", cfg), "float32")
+
+
+@pytest.fixture(scope="module")
+def checkpoints():
+    require("transformers", "transformers")
+    return {arch: scaled_checkpoint(arch) for arch in support.MATRIX}
+
+
+def _requests(b) -> list[tuple[list[int], list[int]]]:
+    ids = b.tokenize(TEXT * 6)  # ~300 tokens: past the scaled sliding window (64)
+    assert len(ids) > 128
+    return [(ids[:5], ids[5:9]), (ids[:3], ids[3:12]), (ids[:-6], ids[-6:])]
+
+
+def _run(backend: str, path) -> tuple[list[float], int]:
+    from smallbench.backends import LoadSpec, get_backend_class
+
+    b = get_backend_class(backend)()
+    try:
+        b.load(LoadSpec(model_id="scaled", source=str(path), dtype="float32", device="cpu"))
+        lls = [ll for ll, _ in b.loglikelihood(_requests(b))]
+        n = len(b.stream(b.tokenize(TEXT), 6).token_ids)
+        return lls, n
+    finally:
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoints):
+    return {arch: _run("transformers", path)[0] for arch, path in checkpoints.items()}
+
+
+@pytest.mark.parametrize("backend", support.BACKENDS)
+@pytest.mark.parametrize("arch", list(support.MATRIX))
+def test_architecture_on_backend(arch, backend, checkpoints, reference):
+    require(*LIBRARY[backend])
+    expected = support.MATRIX[arch][backend]
+    try:
+        lls, n = _run(backend, checkpoints[arch])
+    except Exception as exc:  # noqa: BLE001 - the outcome is compared with the table
+        assert expected.startswith("no:"), f"{arch} on {backend} fails: {exc}; the support matrix says {expected!r}"
+        assert expected.removeprefix("no:").strip() in str(exc)
+        return
+    assert not expected.startswith("no:"), f"{arch} runs on {backend} now; the support matrix says {expected!r}"
+    assert n == 6
+    agree = all(abs(a - b) <= TOLERANCE for a, b in zip(lls, reference[arch], strict=True))
+    if expected == "ok":
+        assert agree, f"{arch} on {backend}: {lls} vs Transformers {reference[arch]}"
+    else:  # "ok*: a known difference": it is still there (when it goes away, the table should say "ok")
+        assert not agree, f"{arch} on {backend} now agrees with Transformers; the support matrix says {expected!r}"
+
+
+def test_readme_has_the_support_matrix():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert support.markdown() in readme, "README's support matrix differs from smallbench/support.py"

@@ -1,0 +1,141 @@
+"""The catalogue and sizing arithmetic: parameter counts against the architectures' own code, Build Small
+compliance, KV-cache sizes, what fits, and the CLI commands that show them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from smallbench import dummy, models, sizing
+from smallbench.errors import SmallbenchError
+from tests.conftest import require, run_cli
+
+SPONSORS = ["nemotron-3-nano-4b", "nemotron-3-nano-30b-a3b", "mellum2-12b-a2.5b", "tiny-aya-global", "minicpm5-1b",
+            "minicpm4.1-8b"]  # fmt: skip
+
+
+def meta_count(config: dict) -> tuple[int, int]:
+    """(total, expert) parameters of the architecture as transformers builds it, on the meta device."""
+    torch = require("torch", "transformers")
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
+
+    cfg = CONFIG_MAPPING[config["model_type"]](**{k: v for k, v in config.items() if k != "model_type"})
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    total = sum(p.numel() for p in model.parameters())
+    return total, sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
+
+
+def test_catalogue_entries():
+    cat = models.catalogue()
+    assert set(SPONSORS) <= set(cat)
+    assert "mellum-4b" not in cat  # the first Mellum, not Mellum 2
+    assert cat["mellum2-12b-a2.5b"].repo == "JetBrains/Mellum2-12B-A2.5B-Instruct"
+    for e in cat.values():
+        assert e.config["model_type"] == e.architecture
+    assert cat["minicpm4.1-8b"].trust_remote_code and not cat["minicpm5-1b"].trust_remote_code
+    assert cat["tiny-aya-global"].gated and cat["tiny-aya-global"].license == "CC-BY-NC-4.0"
+
+
+@pytest.mark.parametrize("name", [n for n, e in models.catalogue().items() if e.architecture != "minicpm"])
+@pytest.mark.parametrize("scaled", [False, True], ids=["full", "scaled"])
+def test_param_count_matches_the_architecture_code(name, scaled):
+    config = models.entry(name).config
+    config = dummy.scale_down(config) if scaled else config
+    total, expert = meta_count(config)
+    n = sizing.count_params(config)
+    assert n.total == total
+    if expert:
+        a = sizing.arch(config)
+        assert n.active == total - expert + expert // a.experts * a.top_k
+    else:
+        assert n.active == n.total
+
+
+def test_catalogue_counts_within_half_a_percent():
+    for e in models.catalogue().values():
+        c = sizing.compliance(e.config, e.params_total)
+        assert c.matches_catalogue, (e.name, c.deviation)
+        assert c.under_cap, e.name
+
+
+def test_build_small_cap_counts_every_expert():
+    nano30 = models.entry("nemotron-3-nano-30b-a3b").config
+    ok = sizing.compliance(nano30)
+    assert 31.5e9 < ok.params.total < 32e9 and ok.params.active < 4e9 and ok.under_cap
+    bigger = {**nano30, "n_routed_experts": 136}  # 8 more experts: 3.5B active still, 33B+ in total
+    over = sizing.compliance(bigger)
+    assert over.params.total > 33e9 and not over.under_cap
+    # the cap is about the total, not what runs per token (which only gains the larger routers here)
+    assert abs(over.params.active - ok.params.active) < 1e-3 * ok.params.active
+
+
+def test_models_check_cli(tmp_path):
+    r = run_cli("models", "check", "nemotron-3-nano-30b-a3b", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Build Small: PASS" in r.stdout and "matches the catalogue" in r.stdout
+    synthetic = {**models.entry("nemotron-3-nano-30b-a3b").config, "n_routed_experts": 136}
+    (tmp_path / "moe33b").mkdir()
+    (tmp_path / "moe33b" / "config.json").write_text(json.dumps(synthetic))
+    r = run_cli("models", "check", str(tmp_path / "moe33b"), cwd=tmp_path)
+    assert r.returncode == 1 and "Build Small: FAIL" in r.stdout
+    r = run_cli("models", "check", "no-such-model", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_kv_size_gqa_sliding_and_ssm():
+    aya = sizing.kv_size(models.entry("tiny-aya-global").config, "bfloat16")
+    # 36 layers, 1 in 4 full attention: 9 full + 27 sliding (window 4096); 4 KV heads × 128 × K,V × 2 bytes
+    assert aya.per_token == 9 * 2 * 4 * 128 * 2 and aya.sliding_per_token == 27 * 2 * 4 * 128 * 2
+    assert aya.bytes(10_000) == aya.per_token * 10_000 + aya.sliding_per_token * 4096
+    nano = sizing.kv_size(models.entry("nemotron-3-nano-4b").config, "bfloat16")
+    assert nano.per_token == 4 * 2 * 8 * 128 * 2  # 4 attention layers only
+    # 21 Mamba layers: conv state (d_inner + 2·groups·state) × (kernel − 1) in bf16 + SSM state in float32
+    assert nano.state_per_sequence == 21 * ((7680 + 2 * 8 * 128) * 3 * 2 + 96 * 80 * 128 * 4)
+    assert nano.bytes(1, 2) == 2 * (nano.per_token + nano.state_per_sequence)
+
+
+def test_fit():
+    cfg = models.entry("minicpm5-1b").config
+    f = sizing.fit(cfg, 16 * 10**9, "Q4_K_M", context=8192, overhead=2**30)
+    assert f.weights == sizing.weights_bytes(1_080_632_832, "Q4_K_M")
+    assert f.sequences_at_context == (16 * 10**9 - f.weights - 2**30) // f.kv.bytes(8192)
+    assert f.longest_context == f.max_context == 32768
+    tight = sizing.fit(cfg, f.weights + 2**30 + f.kv.bytes(1000), "Q4_K_M", overhead=2**30)
+    assert tight.longest_context == 1000 and tight.sequences_at_context == 0
+    with pytest.raises(SmallbenchError, match="unknown weights type"):
+        sizing.weights_bytes(10, "Q9_X")
+    assert sizing.parse_bytes("16GB") == 16 * 10**9 and sizing.parse_bytes("24GiB") == 24 * 2**30
+
+
+def test_fit_cli_says_why_mellum_does_not_fit(tmp_path):
+    r = run_cli("fit", "mellum2-12b-a2.5b", "--memory", "23.5GiB", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "does NOT fit" in r.stdout and "weights" in r.stdout
+    r = run_cli("fit", "mellum2-12b-a2.5b", "--memory", "23.5GiB", "--quant", "Q4_K_M", cwd=tmp_path)
+    assert r.returncode == 0 and "longest single sequence" in r.stdout
+    r = run_cli("fit", "minicpm5-1b", "--memory", "lots", cwd=tmp_path)
+    assert r.returncode == 2 and "cannot read 'lots' as a size" in r.stderr
+
+
+def test_remote_code_models_are_refused_without_the_flag():
+    with pytest.raises(SmallbenchError, match="--trust-remote-code"):
+        models.resolve("minicpm4.1-8b", dummy=True)
+
+
+def test_list_models_shows_the_catalogue(tmp_path):
+    r = run_cli("list", "models", cwd=tmp_path)
+    assert r.returncode == 0
+    for name in SPONSORS:
+        assert name in r.stdout
+    assert "CC-BY-NC-4.0" in r.stdout and "31.60B" in r.stdout and "needs flag" in r.stdout
+
+
+def test_dummy_folder_is_offline_and_cached():
+    a = models.resolve("minicpm5-1b", dummy=True)
+    b = models.resolve("minicpm5-1b", dummy=True)
+    assert a.source == b.source and dummy.is_dummy(a.source)
+    cfg = json.loads((Path(a.source) / "config.json").read_text())
+    assert cfg["hidden_size"] == 1536 and cfg["vocab_size"] == 130560
