@@ -82,6 +82,8 @@ class LoadedModelInfo(BaseModel):
     weights_bytes: int | None = None
     kv_cache_bytes: int | None = None
     kv_cache_tokens: int | None = None
+    #: The model's config.json where the backend has it (sizing and the decode roofline use it).
+    config: dict[str, Any] | None = None
 
 
 class Backend(ABC):
@@ -112,6 +114,11 @@ class Backend(ABC):
         """Import the backend's heavy libraries, so that load time and load memory measure the
         model, not the import."""
         importlib.import_module(self.requires_module)
+
+    def prepare(self, spec: LoadSpec) -> None:  # noqa: B027 - optional hook
+        """Get the weights into the form :meth:`load` reads (download, convert to GGUF or MLX, quantize), so that
+        load time and load memory measure loading, not a one-off conversion. Optional; ``load`` must work
+        without it."""
 
     @abstractmethod
     def load(self, spec: LoadSpec) -> LoadedModelInfo: ...
@@ -200,7 +207,9 @@ class Backend(ABC):
     def describe(self) -> BackendInfo: ...
 
     def memory_stats(self) -> dict[str, int]:
-        """Backend-side memory counters in bytes (e.g. torch CUDA peak allocated); {} if none."""
+        """Backend-side memory counters in bytes (e.g. torch CUDA peak allocated); {} if none. Where the engine
+        accounts its own allocations, ``engine_model_bytes`` is what it holds for the model: weights and KV
+        cache (and, for an allocator peak, activations)."""
         return {}
 
     def reset_peak_memory(self) -> None:  # noqa: B027 - optional hook

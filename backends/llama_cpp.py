@@ -48,7 +48,7 @@ _DECODE_ERRORS = {
 
 
 #: Where llama.cpp put the weights, from its load log: ``load_tensors: CPU_REPACK model buffer size = 1.2 MiB``.
-_BUFFER = re.compile(r"(\S+) model buffer size\s*=\s*([\d.]+) MiB")
+_BUFFER = re.compile(r"(\S+) +(model|KV|compute) buffer size\s*=\s*([\d.]+) MiB")
 EXTRA_BUFTS = ("auto", "on", "off")
 
 # ggml_log_level (ggml.h): NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the last line)
@@ -59,14 +59,14 @@ _WARN, _ERROR, _CONT = 3, 4, 5
 class _Log:
     """Replaces llama-cpp-python's log callback: warnings and errors go to stderr (the cell log),
     info only when verbose; the last error text is kept for error messages, and the size of every
-    weights buffer llama.cpp allocates (by buffer type) for the record."""
+    weights, KV and compute buffer llama.cpp allocates (by buffer type) for the record."""
 
     def __init__(self) -> None:
         import llama_cpp
 
         self.verbose = False
         self.errors: list[str] = []
-        self.buffers: dict[str, int] = {}
+        self.buffers: dict[str, dict[str, int]] = {}  # "model" | "KV" | "compute" -> buffer type -> bytes
         self._level = 0
 
         @llama_cpp.llama_log_callback
@@ -78,7 +78,8 @@ class _Log:
                 self.errors.append(msg.strip())
                 del self.errors[:-20]
             elif m := _BUFFER.search(msg):
-                self.buffers[m[1]] = self.buffers.get(m[1], 0) + round(float(m[2]) * 2**20)
+                kind = self.buffers.setdefault(m[2], {})
+                kind[m[1]] = kind.get(m[1], 0) + round(float(m[3]) * 2**20)
             if level in (_WARN, _ERROR) or self.verbose:
                 sys.stderr.write(msg)
 
@@ -167,6 +168,20 @@ def resolve_gguf(spec: LoadSpec, quant: str | None) -> Path:
     return _hub_gguf(spec.source, spec.revision, quant)
 
 
+def _hf_config(spec: LoadSpec) -> dict | None:
+    """The Hugging Face config.json the GGUF was converted from, where it came from a local checkpoint (or a
+    dummy's config); None for a GGUF file, whose metadata smallbench does not map back."""
+    import json
+
+    from smallbench import dummy
+
+    folder = Path(spec.source).expanduser()
+    if spec.dummy:
+        folder = dummy.config_folder(spec.source, spec.revision)
+    path = folder / "config.json"
+    return json.loads(path.read_text()) if folder.is_dir() and path.is_file() else None
+
+
 def _converted(folder: Path, quant: str | None) -> Path:
     """A Hugging Face checkpoint folder as GGUF (its own precision unless ``quant`` says otherwise)."""
     from smallbench import llama_convert
@@ -233,16 +248,22 @@ class LlamaCppBackend(Backend):
         self.extra_bufts_setting = "auto"
         self.extra_bufts = True
         self.weight_buffers: dict[str, int] = {}
+        self.kv_buffers: dict[str, int] = {}
+        self.compute_buffers: dict[str, int] = {}
         self.file_type: str | None = None
         self._n_vocab = 0
         self._eog: list[int] = []
         self._special: set[int] | None = None
         self._multi: tuple[Any, int, int] | None = None  # (context, n_seq_max, n_ctx) for batches > 1
         self._ll = None  # the llama_cpp module, once imported
+        self._prepared: dict[int, Path] = {}  # LoadSpec → the GGUF prepare() made ready
 
     # -- lifecycle ---------------------------------------------------------------------------
     def import_library(self) -> None:
         self._ll = _llama()
+
+    def prepare(self, spec: LoadSpec) -> None:
+        self._prepared[id(spec)] = resolve_gguf(spec, spec.quant or _DTYPE_AS_QUANT.get(spec.dtype))
 
     def load(self, spec: LoadSpec) -> LoadedModelInfo:
         self._ll = ll = _llama()
@@ -253,7 +274,7 @@ class LlamaCppBackend(Backend):
             raise SmallbenchError(f"unknown dtype '{spec.dtype}'; choose from: auto, float32, float16, bfloat16")
         quant = spec.quant or _DTYPE_AS_QUANT.get(spec.dtype)
         _log.verbose = bool(opts.pop("verbose", False))
-        self.path = resolve_gguf(spec, quant)
+        self.path = self._prepared.get(id(spec)) or resolve_gguf(spec, quant)
         self.threads = int(opts.pop("threads", 0) or _physical_cores())
         self.n_gpu_layers = self._gpu_layers(spec.device, opts.pop("n_gpu_layers", None))
         self.extra_bufts_setting = str(opts.pop("extra_bufts", "auto"))
@@ -270,7 +291,7 @@ class LlamaCppBackend(Backend):
         if not self.model:
             why = _log.first_error() or "unknown reason"
             raise SmallbenchError(f"llama.cpp could not load '{self.path.name}': {why}")
-        self.weight_buffers = dict(_log.buffers)
+        self.weight_buffers = dict(_log.buffers.get("model", {}))
         self.vocab = ll.llama_model_get_vocab(self.model)
         self._n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self._eog = [t for t in range(self._n_vocab) if ll.llama_vocab_is_eog(self.vocab, t)]
@@ -284,6 +305,8 @@ class LlamaCppBackend(Backend):
         if opts:
             raise SmallbenchError(f"unknown llama-cpp option(s): {', '.join(opts)}")
         self.ctx = self._new_context(self.n_ctx, 1)
+        self.kv_buffers = dict(_log.buffers.get("KV", {}))
+        self.compute_buffers = dict(_log.buffers.get("compute", {}))
         if self.n_gpu_layers and ll.llama_supports_gpu_offload():
             system = ll.llama_print_system_info().decode(errors="replace")
             self.device = "cuda" if "CUDA" in system else "metal" if "Metal" in system or "MTL" in system else "gpu"
@@ -295,6 +318,9 @@ class LlamaCppBackend(Backend):
             quant=self.file_type,
             max_context=self.n_ctx,
             vocab_size=self._n_vocab,
+            weights_bytes=ll.llama_model_size(self.model),
+            kv_cache_tokens=self.n_ctx,  # allocated when the context is created
+            config=_hf_config(spec),
         )
 
     def _gpu_layers(self, device: str, requested) -> int:
@@ -594,6 +620,11 @@ class LlamaCppBackend(Backend):
         n = self._ll.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
         return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
 
+    def memory_stats(self) -> dict[str, int]:
+        """What llama.cpp reports allocating for the weights and the KV cache of the first context (its log's
+        buffer sizes); the compute buffers are recorded in ``backend.flags``."""
+        return {"engine_model_bytes": sum(self.weight_buffers.values()) + sum(self.kv_buffers.values())}
+
     def describe(self) -> BackendInfo:
         ll = self._ll
         system = ll.llama_print_system_info().decode(errors="replace")
@@ -603,6 +634,8 @@ class LlamaCppBackend(Backend):
             "n_gpu_layers": self.n_gpu_layers, "flash_attn": self.flash_attn,
             "extra_bufts": self.extra_bufts, "extra_bufts_setting": self.extra_bufts_setting,
             "weight_buffers": self.weight_buffers,
+            "kv_buffers": self.kv_buffers,
+            "compute_buffers": self.compute_buffers,
             "gpu_offload_build": bool(ll.llama_supports_gpu_offload()), "system_info": system.strip(),
         }  # fmt: skip
         if self.model:

@@ -196,6 +196,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
         self._model_vocab = 0
         self._max_context = 2048
         self._mx = None
+        self._prepared: dict[int, tuple[str, str | None]] = {}  # LoadSpec → what prepare() converted
 
     # -- lifecycle ---------------------------------------------------------------------------
     def import_library(self) -> None:
@@ -203,6 +204,10 @@ class MLXBackend(HFTokenizerMixin, Backend):
         import mlx_lm.generate  # noqa: F401
 
         self._mx = mx
+
+    def prepare(self, spec: LoadSpec) -> None:
+        if not spec.dummy:
+            self._prepared[id(spec)] = resolve_weights(spec)
 
     def load(self, spec: LoadSpec) -> LoadedModelInfo:
         self.import_library()
@@ -234,7 +239,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
                 wrapper = load_tokenizer(folder, {"trust_remote_code": spec.trust_remote_code},
                                          eos_token_ids=config.get("eos_token_id"))  # fmt: skip
             else:
-                self.weights, self.quant = resolve_weights(spec)
+                self.weights, self.quant = self._prepared.get(id(spec)) or resolve_weights(spec)
                 model, wrapper, config = load(
                     self.weights, revision=None if self.quant else spec.revision, return_config=True,
                     tokenizer_config={"trust_remote_code": spec.trust_remote_code},
@@ -269,6 +274,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
             max_context=self._max_context,
             vocab_size=text.get("vocab_size"),
             weights_bytes=sum(v.nbytes for v in params),
+            config=config,
         )
 
     def close(self) -> None:
@@ -442,8 +448,9 @@ class MLXBackend(HFTokenizerMixin, Backend):
     def memory_stats(self) -> dict[str, int]:
         """MLX's allocator: peak since the last reset, memory in use, and freed buffers it keeps cached."""
         mx = self._mx
-        return {"mlx_peak_bytes": mx.get_peak_memory(), "mlx_active_bytes": mx.get_active_memory(),
-                "mlx_cache_bytes": mx.get_cache_memory()}  # fmt: skip
+        peak = mx.get_peak_memory()
+        return {"mlx_peak_bytes": peak, "mlx_active_bytes": mx.get_active_memory(),
+                "mlx_cache_bytes": mx.get_cache_memory(), "engine_model_bytes": peak}  # fmt: skip
 
     def reset_peak_memory(self) -> None:
         self._mx.synchronize()

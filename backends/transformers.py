@@ -150,6 +150,8 @@ class TransformersBackend(HFTokenizerMixin, Backend):
             dtype=self.dtype,
             max_context=self._max_context,
             vocab_size=getattr(config, "vocab_size", None),
+            weights_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
+            config=config.to_dict(),
         )
 
     def close(self) -> None:

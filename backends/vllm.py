@@ -39,7 +39,7 @@ from smallbench.backends.base import (
     cut_at_stop,
     own_options,
 )
-from smallbench.errors import SmallbenchError
+from smallbench.errors import SmallbenchError, one_line
 from smallbench.metrics import BatchTrace, GenerationTrace
 
 DEFAULT_MAX_CTX = 4096
@@ -191,6 +191,7 @@ class _VLLMBase(HFTokenizerMixin, Backend):
             params_total=params, params_active=None, dtype=self.dtype, max_context=max_len,
             vocab_size=self._vocab_size,
             weights_bytes=sizing.weights_bytes(params, self.dtype) if params and not quantized else None,
+            config=_text_config(config).to_dict(),
         )  # fmt: skip
 
     def _with_kv(self, info: LoadedModelInfo, blocks: int | None, block_size: int | None) -> LoadedModelInfo:
@@ -228,6 +229,62 @@ _CAPABILITIES = Capabilities(streaming=True, batching=True, logprobs=True, serve
                              quant_formats=["float32", "float16", "bfloat16"], devices=["cpu", "cuda"])  # fmt: skip
 
 
+def _architecture(config: dict[str, Any] | None) -> str:
+    config = config or {}
+    return f"{(config.get('architectures') or ['?'])[0]} ('{config.get('model_type', '?')}')"
+
+
+class _OutputTail:
+    """Passes this process's stdout and stderr (file descriptors 1 and 2, which vLLM's engine core and worker
+    processes inherit) through a pipe, keeping the last lines: a failed engine start raises "see root cause
+    above", and the root cause is in those lines. The process's own descriptors are restored at the end of the
+    ``with``; children started inside it keep writing through the pipe until they exit."""
+
+    _ERROR = re.compile(r"\b(\w+(?:Error|Exception)): (.+)$")
+
+    def __init__(self, keep: int = 300) -> None:
+        self.lines: list[str] = []
+        self.keep = keep
+
+    def __enter__(self) -> _OutputTail:
+        import threading
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._saved = os.dup(1), os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 1)
+        os.dup2(write, 2)
+        os.close(write)
+        threading.Thread(target=self._pump, args=(read, os.dup(self._saved[0])), daemon=True).start()
+        return self
+
+    def _pump(self, read: int, out: int) -> None:
+        pending = b""
+        while chunk := os.read(read, 65536):
+            os.write(out, chunk)
+            pending += chunk
+            *done, pending = pending.split(b"\n")
+            self.lines = (self.lines + [d.decode(errors="replace") for d in done])[-self.keep :]
+        os.close(read)
+        os.close(out)
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in zip((1, 2), self._saved, strict=True):
+            os.dup2(saved, fd)
+            os.close(saved)
+
+    def last_error(self) -> str | None:
+        """The last ``SomethingError: message`` line (the root cause), without the log prefix."""
+        time.sleep(0.2)  # let the pump drain what the dying children wrote
+        for line in reversed(self.lines):
+            if (m := self._ERROR.search(line)) and "Engine core initialization failed" not in line:
+                return f"{m.group(1)}: {m.group(2).strip()}"
+        return None
+
+
 class VLLMBackend(_VLLMBase):
     """The offline engine, in-process (engine core and workers run in vLLM's own child processes)."""
 
@@ -247,7 +304,15 @@ class VLLMBackend(_VLLMBase):
         from vllm import LLM
 
         info = self._prepare(spec)
-        self.llm = LLM(**self.engine_args, disable_log_stats=False)  # metrics need stats on
+        with _OutputTail() as tail:  # the engine core's own error, which the exception only points to
+            try:
+                self.llm = LLM(**self.engine_args, disable_log_stats=False)  # metrics need stats on
+            except Exception as exc:
+                import vllm
+
+                cause = tail.last_error() or one_line(exc)
+                raise SmallbenchError(f"vLLM {vllm.__version__} ({self.device}) cannot run "
+                                      f"{_architecture(info.config)}: {cause}") from exc  # fmt: skip
         cache = self.llm.llm_engine.vllm_config.cache_config
         return self._with_kv(info, cache.num_gpu_blocks, cache.block_size)
 

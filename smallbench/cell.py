@@ -15,12 +15,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from smallbench import __version__
-from smallbench.backends import BackendInfo, LoadSpec, get_backend_class
+from smallbench import __version__, energy
+from smallbench.backends import BackendInfo, LoadedModelInfo, LoadSpec, get_backend_class
 from smallbench.errors import SmallbenchError, one_line
 from smallbench.hardware import HardwareInfo, hardware_info, software_versions
 from smallbench.results import LoadRecord, ModelRecord, ResultRecord, redact, write_record
 from smallbench.suites import SuiteContext, get_suite
+from smallbench.suites.base import Roofline
 from smallbench.telemetry import MemorySampler
 
 
@@ -55,6 +56,34 @@ def failed_record(
     )
 
 
+def roofline(backend: BackendInfo, hardware: HardwareInfo, info: LoadedModelInfo) -> Roofline | None:
+    """The decode roofline of the loaded model on the device it runs on: the GPU's peak bandwidth (NVML's clock ×
+    bus width, else the table), the Apple chip's (table), or the CPU's, measured now. None where the backend does
+    not know the model's config or weights size, or the device's bandwidth is unknown."""
+    from smallbench import sizing
+    from smallbench.hardware import measure_memory_bandwidth
+
+    if not info.config or not info.weights_bytes:
+        return None
+    device = (backend.device or "cpu").lower()
+    if device.startswith("cuda") and hardware.gpus:
+        gpu = hardware.gpus[int(device.split(":")[1]) if ":" in device else 0]
+        bw, source = gpu.peak_bandwidth_bytes_s, f"NVML: {gpu.name} memory clock × bus width"
+        if not bw:
+            bw, source = sizing.table_bandwidth(gpu.name), f"table: {gpu.name}"
+    elif device in ("mps", "metal", "gpu") and hardware.apple:
+        bw = sizing.table_bandwidth(hardware.apple.chip, hardware.apple.gpu_cores)
+        source = f"table: {hardware.apple.chip}"
+    else:
+        bw, source = measure_memory_bandwidth(), "measured: multi-threaded memory copy"
+    dtype = info.dtype if info.dtype in sizing.DTYPE_BYTES else "float16"  # llama.cpp / MLX quantized: f16 KV
+    try:
+        sizing.count_params(info.config)
+    except SmallbenchError:
+        return None
+    return Roofline(bw, source, info.config, info.weights_bytes, dtype) if bw else None
+
+
 def run_cell(spec: CellSpec) -> ResultRecord:
     started = time.perf_counter()
     hardware, software = hardware_info(), software_versions()
@@ -69,6 +98,7 @@ def run_cell(spec: CellSpec) -> ResultRecord:
         backend.import_library()  # the library import is not part of load time or load memory
         load_spec = LoadSpec(model_id=spec.model.id, source=spec.model.source or spec.model.id,
                              revision=spec.model.revision, **spec.load)  # fmt: skip
+        backend.prepare(load_spec)  # conversions and downloads: not part of load time or load memory
         with MemorySampler(interval=0.05) as mem:
             t0 = time.perf_counter()
             info = backend.load(load_spec)
@@ -77,8 +107,10 @@ def run_cell(spec: CellSpec) -> ResultRecord:
         load = LoadRecord(seconds=load_s, rss_before_bytes=p.rss_start_bytes, rss_after_bytes=p.rss_end_bytes,
                           rss_peak_bytes=p.rss_peak_bytes)  # fmt: skip
         backend_info = backend.describe()
+        roof = roofline(backend_info, hardware, info) if suite.uses_roofline else None
+        meter = energy.meter_for(backend_info.device)
         try:
-            result = suite.run(backend, settings, SuiteContext(load=load, model_info=info))
+            result = suite.run(backend, settings, SuiteContext(load=load, model_info=info, roofline=roof, energy=meter))
         finally:
             backend.close()
         model = spec.model.model_copy(update={

@@ -123,7 +123,7 @@ def run(
         options["prefix_caching"] = True
     if options:
         load["options"] = options
-    resolved = [model_registry.resolve(m, revision) for m in model_ids]
+    resolved = [model_registry.resolve(m, revision, dummy, trust_remote_code) for m in model_ids]
     hardware, software = hardware_info(), software_versions()
     run_id = runner.new_run_id()
     cells = runner.plan(resolved, backends, suites, settings, load, hardware, output, run_id, _split(quant) or None)
@@ -248,7 +248,7 @@ def list_(what: Annotated[str, typer.Argument(help="models | backends | suites |
             n = sizing.count_params(m.config)
             t.add_row(m.name, m.repo, m.architecture, _params(m.params_total or n.total),
                       _params(m.params_active or n.active) if n.is_moe else "=", m.license, "yes" if m.gated else "no",
-                      "needs flag" if m.trust_remote_code else "no", ", ".join(support.backends_for(m.architecture)))
+                      "needs flag" if m.trust_remote_code else "no", ", ".join(support.backends_for(m.config)))
         (console if console.is_terminal else Console(width=200)).print(t)  # piped: whole lines, not 80 columns
         return
     elif what == "backends":

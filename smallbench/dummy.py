@@ -94,9 +94,12 @@ def checkpoint(folder: Path, dtype: str = "bfloat16", seed: int = 0) -> Path:
     with FileLock(str(out) + ".lock"):
         if (out / "model.safetensors.index.json").exists() or (out / "model.safetensors").exists():
             return out
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
-
+        try:
+            import torch
+            from transformers import AutoConfig, AutoModelForCausalLM
+        except ImportError:
+            raise SmallbenchError("random weights for a converted checkpoint are written with transformers: "
+                                  "pip install 'smallbench[transformers]'") from None
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         torch.manual_seed(seed)

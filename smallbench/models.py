@@ -131,7 +131,7 @@ def resolve(model_id: str, revision: str | None = None, dummy: bool = False,
         return ResolvedModel(model_id, source, revision, False, weights_digest(cached))
     reason = _hub_check(source, revision)
     if reason:
-        what = f"catalogued as {source}" if known else "not a catalogued name, not a local path"
+        what = f"catalogued as {source}" if known else "not a catalogued name (smallbench list models) or local path"
         gated = " (a gated model: accept its licence on the Hub and log in)" if known and known.gated else ""
         raise SmallbenchError(f"model '{model_id}' not found: {what}, not in the Hugging Face cache, and the Hub "
                               f"says: {reason}{gated}")  # fmt: skip

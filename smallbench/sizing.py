@@ -337,3 +337,41 @@ class Compliance:
 
 def compliance(config: dict[str, Any], published: int | None = None) -> Compliance:
     return Compliance(count_params(config), published)
+
+
+# -- the decode roofline ---------------------------------------------------------------------------
+
+#: Peak DRAM bandwidth (bytes/s) by device name, for devices that do not report it (NVML's own clock × bus
+#: width comes first where present). Sources: NVIDIA data sheets and whitepapers, Apple's chip pages as
+#: reported by MacRumors; see docs/metrics.md ("Roofline"). First match wins, so longer names come first.
+DEVICE_BANDWIDTH: list[tuple[str, float]] = [
+    ("H200", 4.8e12), ("H100 NVL", 3.9e12), ("H100 PCIe", 2.0e12), ("H100", 3.35e12),
+    ("A100-SXM4-40GB", 1.555e12), ("A100-PCIE-40GB", 1.555e12), ("A100 80GB PCIe", 1.935e12), ("A100", 2.039e12),
+    ("L40S", 864e9), ("L4", 300e9),
+    ("RTX 3090", 936e9), ("RTX 4090", 1008e9), ("RTX 5080", 960e9), ("RTX 5090", 1792e9),
+    ("M1 Ultra", 800e9), ("M1 Max", 400e9), ("M1 Pro", 200e9), ("M1", 68.25e9),
+    ("M2 Ultra", 800e9), ("M2 Max", 400e9), ("M2 Pro", 200e9), ("M2", 100e9),
+    ("M3 Ultra", 819e9), ("M3 Max", 400e9), ("M3 Pro", 150e9), ("M3", 100e9),
+    ("M4 Max", 546e9), ("M4 Pro", 273e9), ("M4", 120e9),
+]  # fmt: skip
+#: Binned chips with a narrower memory bus: (name, GPU cores) → bandwidth.
+_BINNED = {("M3 Max", 30): 300e9, ("M4 Max", 32): 410e9}
+
+
+def table_bandwidth(device_name: str, gpu_cores: int | None = None) -> float | None:
+    """Peak memory bandwidth of a named GPU or Apple chip from :data:`DEVICE_BANDWIDTH`; None if unlisted."""
+    for name, bw in DEVICE_BANDWIDTH:
+        if name.lower() in device_name.lower():
+            return _BINNED.get((name, gpu_cores), bw)
+    return None
+
+
+def decode_bytes_per_token(config: dict[str, Any], weights_bytes: int, context: int, batch: int = 1,
+                           kv_dtype: str = "float16") -> float:  # fmt: skip
+    """Bytes a decode step reads from memory per generated token: the weights one token uses (every layer; a
+    MoE's routed top-k experts only; the input embedding is one row, so it is left out unless tied to the output
+    head), shared by the ``batch`` sequences of the step, plus each sequence's whole KV cache at ``context``."""
+    n = count_params(config)
+    a = arch(config)
+    read = n.active - (0 if a.tied else a.vocab * a.hidden)
+    return weights_bytes * read / n.total / batch + kv_size(config, kv_dtype).bytes(context)

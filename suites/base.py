@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from smallbench.backends.base import Backend, LoadedModelInfo
+from smallbench.energy import EnergyMeter
 from smallbench.results import LoadRecord, Metric
 from smallbench.stats import drift, summarize
 
@@ -43,6 +44,52 @@ class SuiteSettings(BaseModel):
 class SuiteContext:
     load: LoadRecord
     model_info: LoadedModelInfo
+    roofline: Roofline | None = None
+    energy: EnergyMeter | None = None
+
+    def energy_per_token(self, out: SuiteResult, joules: list[float | None], tokens: list[int], **labels) -> None:
+        """``energy_per_token`` (J per generated token, per trial) where every trial read the counter; otherwise no
+        metric at all (never a zero), and ``extra["energy"]`` says why."""
+        if self.energy is None:
+            out.extra["energy"] = "no energy counter for this device (NVML on NVIDIA GPUs, RAPL on Linux CPUs)"
+            return
+        out.extra["energy"] = self.energy.source
+        if joules and all(j is not None for j in joules):
+            out.add("energy_per_token", "J/token", [j / n for j, n in zip(joules, tokens, strict=True)],
+                    higher_is_better=False, per_trial=True, **labels)  # fmt: skip
+
+    def joules(self, since: float | None) -> float | None:
+        """Energy used since the counter read ``since`` (None without a counter)."""
+        now = self.energy.read() if self.energy and since is not None else None
+        return None if now is None or since is None else now - since
+
+    def energy_now(self) -> float | None:
+        return self.energy.read() if self.energy else None
+
+
+@dataclass
+class Roofline:
+    """The memory-bandwidth bound of decoding: a decode step has to read the weights a token uses and the KV cache,
+    so tok/s × bytes per token cannot exceed the device's bandwidth (smallbench.sizing; docs/metrics.md)."""
+
+    bandwidth_bytes_s: float
+    source: str  # where the bandwidth comes from: NVML, the table, or a measurement
+    config: dict[str, Any]
+    weights_bytes: int
+    kv_dtype: str
+
+    def add(self, out: SuiteResult, decode_tok_s: list[float], context: float, batch: int = 1, **labels) -> None:
+        """``decode_bandwidth_pct`` per trial: decode tok/s × bytes read per token / bandwidth, at the mean KV
+        depth of the decode (``context``)."""
+        from smallbench import sizing
+
+        per_token = sizing.decode_bytes_per_token(self.config, self.weights_bytes, round(context), batch,
+                                                  self.kv_dtype)  # fmt: skip
+        pct = [100 * tps * per_token / self.bandwidth_bytes_s for tps in decode_tok_s]
+        out.add("decode_bandwidth_pct", "%", pct, higher_is_better=True, per_trial=True, batch_size=batch, **labels)
+        out.extra.setdefault("roofline", {"bandwidth_bytes_s": self.bandwidth_bytes_s, "source": self.source,
+                                          "bytes_per_token": {}})  # fmt: skip
+        out.extra["roofline"]["bytes_per_token"][f"batch_size={batch}"] = per_token
 
 
 @dataclass
@@ -75,6 +122,8 @@ class SuiteResult:
 class Suite(ABC):
     name: ClassVar[str]
     settings_model: ClassVar[type[SuiteSettings]]
+    #: Whether the suite reports decode speed against the memory-bandwidth bound (needs a :class:`Roofline`).
+    uses_roofline: ClassVar[bool] = False
 
     def settings(self, overrides: dict[str, Any]) -> SuiteSettings:
         return self.settings_model.model_validate(overrides)

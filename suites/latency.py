@@ -19,21 +19,29 @@ class LatencySettings(SuiteSettings):
 class LatencySuite(Suite):
     name = "latency"
     settings_model = LatencySettings
+    uses_roofline = True
 
     def run(self, backend: Backend, settings: LatencySettings, ctx: SuiteContext) -> SuiteResult:
         s = settings
-        traces = []
+        traces, joules = [], []
         for i, measured in s.trials():
-            trace = backend.stream(synthetic_prompt(backend, s.prompt_tokens, s.seed + i), s.gen_tokens)
+            prompt = synthetic_prompt(backend, s.prompt_tokens, s.seed + i)
+            e0 = ctx.energy_now()
+            trace = backend.stream(prompt, s.gen_tokens)
             if measured:
                 traces.append(trace)
+                joules.append(ctx.joules(e0))
         out = SuiteResult()
         out.add("ttft", "s", [M.ttft(t) for t in traces], higher_is_better=False, per_trial=True)
         out.add("tpot", "s", [M.tpot(t) for t in traces], higher_is_better=False, per_trial=True)
         out.add("itl", "s", [g for t in traces for g in M.itl(t)], higher_is_better=False)
         out.add("e2e_latency", "s", [M.e2e_latency(t) for t in traces], higher_is_better=False, per_trial=True)
         out.add("prefill_tok_s", "tok/s", [M.prefill_tps(t) for t in traces], higher_is_better=True, per_trial=True)
-        out.add("decode_tok_s", "tok/s", [M.decode_tps(t) for t in traces], higher_is_better=True, per_trial=True)
+        decode = [M.decode_tps(t) for t in traces]
+        out.add("decode_tok_s", "tok/s", decode, higher_is_better=True, per_trial=True)
+        if ctx.roofline:
+            ctx.roofline.add(out, decode, s.prompt_tokens + s.gen_tokens / 2)
+        ctx.energy_per_token(out, joules, [t.n_out for t in traces])
         engine = [t.engine_ttft for t in traces if t.engine_ttft is not None]
         if len(engine) == len(traces):  # the engine's own TTFT, beside the client-side one
             out.add("engine_ttft", "s", engine, higher_is_better=False, per_trial=True)

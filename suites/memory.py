@@ -3,7 +3,8 @@ background while a fixed generation workload runs; peaks are reset at the start 
 
 from __future__ import annotations
 
-from smallbench.backends.base import Backend
+from smallbench.backends.base import Backend, LoadedModelInfo
+from smallbench.errors import SmallbenchError
 from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, synthetic_prompt
 from smallbench.telemetry import MemorySampler
 
@@ -13,6 +14,28 @@ class MemorySettings(SuiteSettings):
     gen_tokens: int = 128
     batch_size: int = 1
     interval_s: float = 0.01
+
+
+def predict(info: LoadedModelInfo, s: MemorySettings) -> dict[str, int] | None:
+    """What ``smallbench fit`` predicts this run holds beyond the process's baseline: the weights (parameters
+    counted from the config × bits per weight of the loaded type) and the KV cache: the tokens the backend
+    allocates up front (vLLM's blocks, llama.cpp's context), else the batch's prompt + generated tokens."""
+    from smallbench import sizing
+
+    kind = info.quant or info.dtype
+    if not info.config or not kind:
+        return None
+    try:
+        weights = sizing.weights_bytes(sizing.count_params(info.config).total, kind)
+        kv_dtype = info.dtype if info.dtype in sizing.DTYPE_BYTES else "float16"
+        kv = sizing.kv_size(info.config, kv_dtype)
+    except SmallbenchError:
+        return None
+    if info.kv_cache_tokens:
+        kv_bytes = info.kv_cache_bytes or kv.bytes(info.kv_cache_tokens)
+    else:
+        kv_bytes = kv.bytes(s.prompt_tokens + s.gen_tokens, s.batch_size)
+    return {"weights": weights, "kv_cache": int(kv_bytes), "total": weights + int(kv_bytes)}
 
 
 class MemorySuite(Suite):
@@ -54,5 +77,14 @@ class MemorySuite(Suite):
         load = ctx.load
         out.add_value("load_rss_delta_bytes", "bytes", load.rss_after_bytes - load.rss_before_bytes, False)
         out.add_value("load_peak_rss_bytes", "bytes", load.rss_peak_bytes, False)
+        peak = max([load.rss_peak_bytes, *trials.get("peak_rss_bytes", [])]) - load.rss_before_bytes
+        if (predicted := predict(info, s)) is not None and peak > 0:
+            out.add_value("measured_model_bytes", "bytes", peak, False)
+            out.add_value("predicted_model_bytes", "bytes", predicted["total"], False)
+            out.add_value("prediction_error_pct", "%", 100 * (predicted["total"] - peak) / peak)
+            out.extra["prediction"] = predicted
+            if engine := trials.get("engine_model_bytes"):  # the engine's own accounting: no runtime noise
+                measured = max(engine)
+                out.add_value("engine_prediction_error_pct", "%", 100 * (predicted["total"] - measured) / measured)
         out.extra["timeline_last_trial"] = timelines[-1] if timelines else []
         return out

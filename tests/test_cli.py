@@ -62,7 +62,7 @@ def test_report_exports(main_run):
     ("args", "names"),
     [
         (["--backend", "nosuch"], ["nosuch", "transformers"]),
-        (["--model", "nosuch/model"], ["nosuch/model", "tiny-llama"]),
+        (["--model", "nosuch/model"], ["nosuch/model", "smallbench list models"]),
         (["--suite", "nosuch"], ["nosuch", "latency", "throughput", "memory"]),
         (["--preset", "pp1/tg1"], ["pp1/tg1", "pp512/tg128"]),
         (["--batch-sizes", "1,x"], ["--batch-sizes"]),
