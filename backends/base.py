@@ -41,8 +41,10 @@ class LoadSpec:
 
 
 #: The backend knobs the CLI sets for every backend of a run (``--threads``, ``--batch-size``, ``--ctx-size``,
-#: ``--n-gpu-layers``, ``--prefix-caching``, ``--extra-bufts``); each means something to some backends only.
-CLI_OPTIONS = frozenset({"threads", "batch_size", "n_ctx", "n_gpu_layers", "prefix_caching", "extra_bufts"})
+#: ``--n-gpu-layers``, ``--prefix-caching``, ``--extra-bufts``, ``--enforce-eager``); each means something to some
+#: backends only.
+CLI_OPTIONS = frozenset({"threads", "batch_size", "n_ctx", "n_gpu_layers", "prefix_caching", "extra_bufts",
+                         "enforce_eager"})
 
 
 def own_options(options: dict[str, Any], own: set[str]) -> dict[str, Any]:

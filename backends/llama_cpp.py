@@ -30,7 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from smallbench.backends.base import Backend, BackendInfo, Capabilities, LoadedModelInfo, LoadSpec, cut_at_stop
+from smallbench.backends.base import (
+    Backend,
+    BackendInfo,
+    Capabilities,
+    LoadedModelInfo,
+    LoadSpec,
+    cut_at_stop,
+    own_options,
+)
 from smallbench.errors import SmallbenchError
 from smallbench.metrics import BatchTrace, GenerationTrace
 from smallbench.tiny_model import builtin_weights_sha256
@@ -165,6 +173,11 @@ def resolve_gguf(spec: LoadSpec, quant: str | None) -> Path:
         if not files and (source / "config.json").is_file():
             return _converted(source, quant)
         return source / select_gguf(files, quant, str(source))[0]
+    from smallbench.models import entry
+
+    known = entry(spec.model_id)
+    if known is not None and (repo := known.gguf_repo(quant)) is not None:  # the catalogue's GGUF files
+        return _hub_gguf(repo, None, quant)
     return _hub_gguf(spec.source, spec.revision, quant)
 
 
@@ -256,25 +269,24 @@ class LlamaCppBackend(Backend):
         self._special: set[int] | None = None
         self._multi: tuple[Any, int, int] | None = None  # (context, n_seq_max, n_ctx) for batches > 1
         self._ll = None  # the llama_cpp module, once imported
-        self._prepared: dict[int, Path] = {}  # LoadSpec → the GGUF prepare() made ready
+        self._prepared: tuple[LoadSpec, Path] | None = None  # what prepare() made ready, for that spec
 
     # -- lifecycle ---------------------------------------------------------------------------
     def import_library(self) -> None:
         self._ll = _llama()
 
     def prepare(self, spec: LoadSpec) -> None:
-        self._prepared[id(spec)] = resolve_gguf(spec, spec.quant or _DTYPE_AS_QUANT.get(spec.dtype))
+        self._prepared = (spec, resolve_gguf(spec, spec.quant or _DTYPE_AS_QUANT.get(spec.dtype)))
 
     def load(self, spec: LoadSpec) -> LoadedModelInfo:
         self._ll = ll = _llama()
-        opts = dict(spec.options)
-        opts.pop("batch_size", None)  # scoring runs one sequence with prefix reuse; nothing to batch
-        opts.pop("prefix_caching", None)  # vLLM's knob: no cache is kept between requests here
+        # --batch-size does not apply (scoring runs one sequence with prefix reuse), nor vLLM's knobs
+        opts = own_options(spec.options, {"threads", "n_gpu_layers", "extra_bufts", "n_ctx"})
         if spec.dtype not in ("auto", *_DTYPE_AS_QUANT):
             raise SmallbenchError(f"unknown dtype '{spec.dtype}'; choose from: auto, float32, float16, bfloat16")
         quant = spec.quant or _DTYPE_AS_QUANT.get(spec.dtype)
         _log.verbose = bool(opts.pop("verbose", False))
-        self.path = self._prepared.get(id(spec)) or resolve_gguf(spec, quant)
+        self.path = self._prepared[1] if self._prepared and self._prepared[0] is spec else resolve_gguf(spec, quant)
         self.threads = int(opts.pop("threads", 0) or _physical_cores())
         self.n_gpu_layers = self._gpu_layers(spec.device, opts.pop("n_gpu_layers", None))
         self.extra_bufts_setting = str(opts.pop("extra_bufts", "auto"))

@@ -80,6 +80,11 @@ def resolve_weights(spec: LoadSpec) -> tuple[str, str | None]:
         return str(ensure_converted(source, quant, sha[:16], source.name)), quant
     if quant is None:
         return spec.source, None
+    from smallbench.models import entry
+
+    known = entry(spec.model_id)
+    if known is not None and (repo := known.mlx_repo(quant)) is not None:  # converted already, on the Hub
+        return repo, quant
     local = Path(_local_copy(spec.source, spec.revision))
     if "quantization" in _read_config(local):
         raise SmallbenchError(f"'{spec.source}' is already quantized; --quant converts unquantized checkpoints only")
@@ -196,7 +201,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
         self._model_vocab = 0
         self._max_context = 2048
         self._mx = None
-        self._prepared: dict[int, tuple[str, str | None]] = {}  # LoadSpec → what prepare() converted
+        self._prepared: tuple[LoadSpec, tuple[str, str | None]] | None = None  # prepare()'s, for that spec
 
     # -- lifecycle ---------------------------------------------------------------------------
     def import_library(self) -> None:
@@ -207,7 +212,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
 
     def prepare(self, spec: LoadSpec) -> None:
         if not spec.dummy:
-            self._prepared[id(spec)] = resolve_weights(spec)
+            self._prepared = (spec, resolve_weights(spec))
 
     def load(self, spec: LoadSpec) -> LoadedModelInfo:
         self.import_library()
@@ -239,7 +244,8 @@ class MLXBackend(HFTokenizerMixin, Backend):
                 wrapper = load_tokenizer(folder, {"trust_remote_code": spec.trust_remote_code},
                                          eos_token_ids=config.get("eos_token_id"))  # fmt: skip
             else:
-                self.weights, self.quant = self._prepared.get(id(spec)) or resolve_weights(spec)
+                ready = self._prepared[1] if self._prepared and self._prepared[0] is spec else None
+                self.weights, self.quant = ready or resolve_weights(spec)
                 model, wrapper, config = load(
                     self.weights, revision=None if self.quant else spec.revision, return_config=True,
                     tokenizer_config={"trust_remote_code": spec.trust_remote_code},

@@ -70,6 +70,8 @@ def run(
     extra_bufts: Annotated[str | None, typer.Option(
         help="llama-cpp: AMX / repacked weight buffers: auto | on | off (auto: off on AMX CPUs).")] = None,
     prefix_caching: Annotated[bool, typer.Option(help="vllm: keep prefix caching on (off by default).")] = False,
+    enforce_eager: Annotated[bool, typer.Option(help="vllm: no torch.compile / CUDA graphs (faster start, slower "
+                                                     "steps).")] = False,
     concurrency: Annotated[str | None, typer.Option(help="Serving: requests in flight, comma list.")] = None,
     request_rate: Annotated[float | None, typer.Option(help="Serving: Poisson arrivals per second.")] = None,
     ttft_slo_ms: Annotated[float | None, typer.Option(help="Serving: TTFT SLO for goodput (ms).")] = None,
@@ -121,9 +123,13 @@ def run(
                if v is not None}  # fmt: skip
     if prefix_caching:
         options["prefix_caching"] = True
+    if enforce_eager:
+        options["enforce_eager"] = True
     if options:
         load["options"] = options
     resolved = [model_registry.resolve(m, revision, dummy, trust_remote_code) for m in model_ids]
+    for m in model_ids:
+        model_registry.check_versions(m, backends)
     hardware, software = hardware_info(), software_versions()
     run_id = runner.new_run_id()
     cells = runner.plan(resolved, backends, suites, settings, load, hardware, output, run_id, _split(quant) or None)
@@ -294,11 +300,12 @@ def models_check(
 
     config = models.model_config(model, revision)
     known = models.entry(model)
-    c = sizing.compliance(config, known.params_total if known else None)
+    counted, how = models.param_count(config)
+    c = sizing.compliance(config, known.params_total if known else None, counted)
     p = c.params
     moe = f", {_params(p.active)} active per token" if p.is_moe else ""
-    console.print(f"{model}: {sizing.arch(config).model_type}, {p.total:,} parameters ({_params(p.total)}){moe}",
-                  highlight=False)  # fmt: skip
+    console.print(f"{model}: {sizing.arch(config).model_type}, {p.total:,} parameters ({_params(p.total)}){moe}; "
+                  f"counted by {how}", highlight=False, soft_wrap=True)  # fmt: skip
     if c.published:
         verdict = "matches" if c.matches_catalogue else "DOES NOT match"
         console.print(f"  {verdict} the catalogue's {_params(c.published)} ({c.deviation:+.2%}; tolerance "
@@ -341,7 +348,8 @@ def fit(
             total, where = psutil.virtual_memory().available, "this machine's available RAM"
     else:
         total, where = sizing.parse_bytes(memory), memory
-    f = sizing.fit(config, total, quant, context, sizing.parse_bytes(overhead), kv_dtype)
+    f = sizing.fit(config, total, quant, context, sizing.parse_bytes(overhead), kv_dtype,
+                   models.param_count(config)[0].total)
     gib = 2**30
     out = functools.partial(console.print, highlight=False, soft_wrap=True)
     out(f"{model} as {quant} in {total / gib:.1f} GiB ({where}):")
@@ -360,9 +368,11 @@ def fit(
             f"{total / gib:.1f} GiB; try a smaller --quant (e.g. Q4_K_M) or more memory")
         raise typer.Exit(1)
     out(f"  longest single sequence         {f.longest_context:,} tokens (model maximum {f.max_context:,})")
-    out(f"  sequences of {f.context:,} tokens at once  {f.sequences_at_context:,}")
     if not f.fits:
+        out(f"  does NOT fit one sequence of {f.context:,} tokens (--context); the longest that fits is "
+            f"{f.longest_context:,}")
         raise typer.Exit(1)
+    out(f"  sequences of {f.context:,} tokens at once  {f.sequences_at_context:,}")
 
 
 setup_app = typer.Typer(no_args_is_help=True, help="One-time setup steps that need the network.")

@@ -21,6 +21,7 @@ import ctypes
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
@@ -42,23 +43,29 @@ def file_types() -> dict[str, int]:
 
 def ensure_gguf(hf_dir: Path, weights_sha256: str, quant: str) -> Path:
     """The cached GGUF of the built-in model in ``quant``, written first if missing."""
+    return cached_gguf(weights_sha256[:16], hf_dir.name, quant, "F32", lambda tmp: write_f32(hf_dir, tmp))
+
+
+def cached_gguf(key: str, stem: str, quant: str, base_type: str, write_base: Callable[[Path], None]) -> Path:
+    """``<cache>/gguf/<key>/<stem>-<QUANT>.gguf``, made once: ``write_base`` writes the ``base_type`` file
+    (F32/F16/BF16), which llama.cpp's own quantizer turns into any other type. Safe across processes."""
     types = file_types()
     name = quant.upper()
     if name not in types:
         raise SmallbenchError(f"unknown GGUF type '{quant}'; choose from: {', '.join(types)}")
-    folder = cache_dir() / "gguf" / weights_sha256[:16]
-    path = folder / f"{hf_dir.name}-{name}.gguf"
+    folder = cache_dir() / "gguf" / key
+    path = folder / f"{stem}-{name}.gguf"
     if path.exists():
         return path
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder / ".lock")):
         if path.exists():
             return path
-        f32 = folder / f"{hf_dir.name}-F32.gguf"
-        if not f32.exists():
-            _atomic(f32, lambda tmp: write_f32(hf_dir, tmp))
-        if name != "F32":
-            _atomic(path, lambda tmp: quantize(f32, tmp, types[name]))
+        base = folder / f"{stem}-{base_type}.gguf"
+        if not base.exists():
+            _atomic(base, write_base)
+        if name != base_type:
+            _atomic(path, lambda tmp: quantize(base, tmp, types[name]))
     return path
 
 

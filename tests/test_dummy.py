@@ -18,8 +18,8 @@ def test_minicpm5_dummy_memory_on_every_backend(tmp_path):
         require(module, extra)
     out = tmp_path / "results"
     r = run_cli("run", "--backend", ",".join(BACKENDS), "--model", "minicpm5-1b", "--dummy", "--suite", "memory",
-                "--prompt-tokens", "8", "--gen-tokens", "4", "--repeats", "1", "--warmup", "0", "-o", str(out),
-                cwd=tmp_path, timeout=1800)  # fmt: skip
+                "--prompt-tokens", "8", "--gen-tokens", "4", "--repeats", "1", "--warmup", "0", "--enforce-eager",
+                "-o", str(out), cwd=tmp_path, timeout=1800)  # fmt: skip
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     records = read_records(out)
     assert sorted(rec.backend.name for rec in records) == sorted(BACKENDS)

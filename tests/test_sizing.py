@@ -139,3 +139,39 @@ def test_dummy_folder_is_offline_and_cached():
     assert a.source == b.source and dummy.is_dummy(a.source)
     cfg = json.loads((Path(a.source) / "config.json").read_text())
     assert cfg["hidden_size"] == 1536 and cfg["vocab_size"] == 130560
+
+
+def test_minimum_library_versions_are_enforced(monkeypatch):
+    from smallbench.models import CatalogueEntry, catalogue
+
+    mellum = models.entry("mellum2-12b-a2.5b")
+    models.check_versions("mellum2-12b-a2.5b", ["transformers", "mlx"])  # the installed ones are new enough
+    future = CatalogueEntry.model_validate({**mellum.model_dump(), "min_versions": {"transformers": "99.0"}})
+    monkeypatch.setitem(catalogue(), "mellum2-12b-a2.5b", future)
+    with pytest.raises(SmallbenchError, match=r"needs transformers >= 99.0 for backend 'transformers'"):
+        models.check_versions("mellum2-12b-a2.5b", ["transformers"])
+    models.check_versions("mellum2-12b-a2.5b", ["llama-cpp"])  # no minimum for llama-cpp-python
+
+
+def test_catalogue_picks_gguf_and_mlx_repos():
+    mellum = models.entry("mellum2-12b-a2.5b")
+    assert mellum.gguf_repo("Q4_K_M") == "JetBrains/Mellum2-12B-A2.5B-Instruct-GGUF-Q4_K_M"
+    assert mellum.gguf_repo("q8_0") == "JetBrains/Mellum2-12B-A2.5B-Instruct-GGUF-Q8_0"
+    assert mellum.gguf_repo(None) == mellum.gguf_repo("Q4_K_M")  # llama.cpp's default type
+    assert mellum.gguf_repo("IQ2_XS") is None  # no such repo: llama-cpp converts the safetensors instead
+    assert models.entry("minicpm5-1b").gguf_repo(None) == "openbmb/MiniCPM5-1B-GGUF"  # one repo, many quants
+    assert mellum.mlx_repo("4bit") == "mlx-community/Mellum2-12B-A2.5B-Instruct-4bit"
+    assert mellum.mlx_repo("8bit") is None and mellum.mlx_repo(None) is None
+    assert models.entry("tiny-aya-global").mlx_repo("8bit") == "mlx-community/tiny-aya-global-8bit-mlx"
+
+
+def test_unverified_architectures_are_counted_by_their_own_code():
+    """Qwen3-30B-A3B's shape (qwen3_moe is not in sizing.VERIFIED): counted on the meta device; 30.5B / 3.3B."""
+    require("torch", "transformers")
+    cfg = {"model_type": "qwen3_moe", "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144,
+           "moe_intermediate_size": 768, "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4,
+           "head_dim": 128, "num_experts": 128, "num_experts_per_tok": 8, "tie_word_embeddings": False}  # fmt: skip
+    n, how = models.param_count(cfg)
+    assert "Transformers" in how and 30.4e9 < n.total < 30.6e9 and 3.3e9 < n.active < 3.4e9
+    n_verified, how = models.param_count(models.entry("minicpm5-1b").config)
+    assert how.startswith("arithmetic") and n_verified.total == 1_080_632_832
