@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from smallbench import __version__, energy
 from smallbench.backends import BackendInfo, LoadedModelInfo, LoadSpec, get_backend_class
 from smallbench.errors import SmallbenchError, one_line
-from smallbench.hardware import HardwareInfo, hardware_info, software_versions
+from smallbench.hardware import HardwareInfo, hardware_info, measure_memory_bandwidth, software_versions
 from smallbench.results import LoadRecord, ModelRecord, ResultRecord, redact, write_record
 from smallbench.suites import SuiteContext, get_suite
 from smallbench.suites.base import Roofline
@@ -56,12 +56,13 @@ def failed_record(
     )
 
 
-def roofline(backend: BackendInfo, hardware: HardwareInfo, info: LoadedModelInfo) -> Roofline | None:
+def roofline(backend: BackendInfo, hardware: HardwareInfo, info: LoadedModelInfo,
+             cpu_bandwidth: float | None) -> Roofline | None:  # fmt: skip
     """The decode roofline of the loaded model on the device it runs on: the GPU's peak bandwidth (NVML's clock ×
-    bus width, else the table), the Apple chip's (table), or the CPU's, measured now. None where the backend does
-    not know the model's config or weights size, or the device's bandwidth is unknown."""
+    bus width, else the table), the Apple chip's (table), or the CPU's, measured before the model loaded (an
+    engine's idle threads spin for a while after work and would halve the measurement). None where the backend
+    does not know the model's config or weights size, or the device's bandwidth is unknown."""
     from smallbench import sizing
-    from smallbench.hardware import measure_memory_bandwidth
 
     if not info.config or not info.weights_bytes:
         return None
@@ -75,7 +76,7 @@ def roofline(backend: BackendInfo, hardware: HardwareInfo, info: LoadedModelInfo
         bw = sizing.table_bandwidth(hardware.apple.chip, hardware.apple.gpu_cores)
         source = f"table: {hardware.apple.chip}"
     else:
-        bw, source = measure_memory_bandwidth(), "measured: multi-threaded memory copy"
+        bw, source = cpu_bandwidth, "measured: multi-threaded memory copy, before the model loaded"
     dtype = info.dtype if info.dtype in sizing.DTYPE_BYTES else "float16"  # llama.cpp / MLX quantized: f16 KV
     try:
         sizing.count_params(info.config)
@@ -99,6 +100,7 @@ def run_cell(spec: CellSpec) -> ResultRecord:
         load_spec = LoadSpec(model_id=spec.model.id, source=spec.model.source or spec.model.id,
                              revision=spec.model.revision, **spec.load)  # fmt: skip
         backend.prepare(load_spec)  # conversions and downloads: not part of load time or load memory
+        cpu_bandwidth = measure_memory_bandwidth() if suite.uses_roofline else None
         with MemorySampler(interval=0.05) as mem:
             t0 = time.perf_counter()
             info = backend.load(load_spec)
@@ -107,7 +109,7 @@ def run_cell(spec: CellSpec) -> ResultRecord:
         load = LoadRecord(seconds=load_s, rss_before_bytes=p.rss_start_bytes, rss_after_bytes=p.rss_end_bytes,
                           rss_peak_bytes=p.rss_peak_bytes)  # fmt: skip
         backend_info = backend.describe()
-        roof = roofline(backend_info, hardware, info) if suite.uses_roofline else None
+        roof = roofline(backend_info, hardware, info, cpu_bandwidth) if suite.uses_roofline else None
         meter = energy.meter_for(backend_info.device)
         try:
             result = suite.run(backend, settings, SuiteContext(load=load, model_info=info, roofline=roof, energy=meter))

@@ -48,12 +48,12 @@ def row(config: dict) -> str:
 
 
 def backends_for(config: dict) -> list[str]:
-    """Backends on which the architecture of ``config`` is proven to run here; ["untested"] for one the tests do
-    not cover."""
+    """Backends on which the architecture of ``config`` is proven to run here (``name*``: with the difference
+    the matrix notes); ["untested"] for one the tests do not cover."""
     cells = MATRIX.get(row(config))
     if cells is None:
         return ["untested"]
-    return [b for b in BACKENDS if cells[b].startswith("ok")]
+    return [b + ("*" if cells[b].startswith("ok*") else "") for b in BACKENDS if cells[b].startswith("ok")]
 
 
 def markdown(versions: dict[str, str] | None = None) -> str:
