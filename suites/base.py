@@ -70,26 +70,36 @@ class SuiteContext:
 @dataclass
 class Roofline:
     """The memory-bandwidth bound of decoding: a decode step has to read the weights a token uses and the KV cache,
-    so tok/s × bytes per token cannot exceed the device's bandwidth (smallbench.sizing; docs/metrics.md)."""
+    so tok/s × bytes per token cannot exceed the device's bandwidth (smallbench.sizing; docs/metrics.md). Suites
+    :meth:`add` their decode samples; the cell calls :meth:`finish` once the bandwidth is settled (on a CPU, the
+    better of two measurements, before the model loads and after it is closed)."""
 
     bandwidth_bytes_s: float
     source: str  # where the bandwidth comes from: NVML, the table, or a measurement
     config: dict[str, Any]
     weights_bytes: int
     kv_dtype: str
+    pending: list[tuple[SuiteResult, list[float], float, int, dict[str, Any]]] = field(default_factory=list)
 
     def add(self, out: SuiteResult, decode_tok_s: list[float], context: float, batch: int = 1, **labels) -> None:
-        """``decode_bandwidth_pct`` per trial: decode tok/s × bytes read per token / bandwidth, at the mean KV
-        depth of the decode (``context``)."""
+        """Queue ``decode_bandwidth_pct`` for these decode tok/s samples, at the mean KV depth ``context``."""
+        self.pending.append((out, decode_tok_s, context, batch, labels))
+
+    def finish(self, bandwidth_bytes_s: float | None = None) -> None:
+        """``decode_bandwidth_pct`` per trial: decode tok/s × bytes read per token / bandwidth × 100."""
         from smallbench import sizing
 
-        per_token = sizing.decode_bytes_per_token(self.config, self.weights_bytes, round(context), batch,
-                                                  self.kv_dtype)  # fmt: skip
-        pct = [100 * tps * per_token / self.bandwidth_bytes_s for tps in decode_tok_s]
-        out.add("decode_bandwidth_pct", "%", pct, higher_is_better=True, per_trial=True, batch_size=batch, **labels)
-        out.extra.setdefault("roofline", {"bandwidth_bytes_s": self.bandwidth_bytes_s, "source": self.source,
-                                          "bytes_per_token": {}})  # fmt: skip
-        out.extra["roofline"]["bytes_per_token"][f"batch_size={batch}"] = per_token
+        self.bandwidth_bytes_s = bandwidth_bytes_s or self.bandwidth_bytes_s
+        for out, decode, context, batch, labels in self.pending:
+            per_token = sizing.decode_bytes_per_token(self.config, self.weights_bytes, round(context), batch,
+                                                      self.kv_dtype)  # fmt: skip
+            pct = [100 * tps * per_token / self.bandwidth_bytes_s for tps in decode]
+            out.add("decode_bandwidth_pct", "%", pct, higher_is_better=True, per_trial=True, batch_size=batch,
+                    **labels)  # fmt: skip
+            roof = out.extra.setdefault("roofline", {"bytes_per_token": {}})
+            roof.update(bandwidth_bytes_s=self.bandwidth_bytes_s, source=self.source)
+            roof["bytes_per_token"][f"batch_size={batch}"] = per_token
+        self.pending.clear()
 
 
 @dataclass
