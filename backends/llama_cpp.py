@@ -159,7 +159,8 @@ def resolve_gguf(spec: LoadSpec, quant: str | None) -> Path:
     if spec.dummy:
         folder = dummy.config_folder(spec.source, spec.revision)
         ck = dummy.checkpoint(folder, "float32" if quant == "F32" else "bfloat16")
-        return llama_convert.ensure_gguf(ck, hashlib.sha256(ck.name.encode()).hexdigest(), quant or "BF16")
+        return llama_convert.ensure_gguf(ck, hashlib.sha256(ck.name.encode()).hexdigest(), quant or "BF16",
+                                         spec.trust_remote_code)  # fmt: skip
     if source.is_file():
         if source.suffix != ".gguf":
             raise SmallbenchError(f"'{spec.source}' is not a .gguf file")
@@ -171,14 +172,14 @@ def resolve_gguf(spec: LoadSpec, quant: str | None) -> Path:
             return ensure_gguf(source, sha, quant or DEFAULT_QUANT_BUILTIN)
         files = [str(p.relative_to(source)) for p in source.rglob("*.gguf")]
         if not files and (source / "config.json").is_file():
-            return _converted(source, quant)
+            return _converted(source, quant, spec.trust_remote_code)
         return source / select_gguf(files, quant, str(source))[0]
     from smallbench.models import entry
 
     known = entry(spec.model_id)
     if known is not None and (repo := known.gguf_repo(quant)) is not None:  # the catalogue's GGUF files
         return _hub_gguf(repo, None, quant)
-    return _hub_gguf(spec.source, spec.revision, quant)
+    return _hub_gguf(spec.source, spec.revision, quant, spec.trust_remote_code)
 
 
 def _hf_config(spec: LoadSpec) -> dict | None:
@@ -195,7 +196,7 @@ def _hf_config(spec: LoadSpec) -> dict | None:
     return json.loads(path.read_text()) if folder.is_dir() and path.is_file() else None
 
 
-def _converted(folder: Path, quant: str | None) -> Path:
+def _converted(folder: Path, quant: str | None, trust_remote_code: bool) -> Path:
     """A Hugging Face checkpoint folder as GGUF (its own precision unless ``quant`` says otherwise)."""
     from smallbench import llama_convert
     from smallbench.models import weights_digest
@@ -203,10 +204,10 @@ def _converted(folder: Path, quant: str | None) -> Path:
     digest = weights_digest(folder)
     if digest is None:
         raise SmallbenchError(f"'{folder}' has a config.json but no weights (.safetensors) to convert")
-    return llama_convert.ensure_gguf(folder, digest, quant or llama_convert.checkpoint_type(folder))
+    return llama_convert.ensure_gguf(folder, digest, quant or llama_convert.checkpoint_type(folder), trust_remote_code)
 
 
-def _hub_gguf(repo: str, revision: str | None, quant: str | None) -> Path:
+def _hub_gguf(repo: str, revision: str | None, quant: str | None, trust_remote_code: bool = False) -> Path:
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
     try:
@@ -223,7 +224,7 @@ def _hub_gguf(repo: str, revision: str | None, quant: str | None) -> Path:
                                                                                    "tokenizer*", "*.model"]))
         except Exception as exc:
             raise SmallbenchError(f"cannot fetch '{repo}' from the Hub (offline and not cached?)") from exc
-        return _converted(snap, quant)
+        return _converted(snap, quant, trust_remote_code)
     parts = select_gguf(files, quant, repo)
     paths = [Path(hf_hub_download(repo, f, revision=revision)) for f in parts]
     return paths[0]  # llama.cpp finds the other parts of a split file beside the first

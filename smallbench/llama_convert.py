@@ -7,11 +7,13 @@ smallbench cache: once, with network (``smallbench setup llama-converter``; the 
 it). Conversion itself is offline: :func:`ensure_gguf` converts a checkpoint folder once (16-bit or F32), then
 quantizes with llama.cpp's own ``llama_model_quantize``, and caches both by the checkpoint's content.
 
-Two adjustments, both narrow:
+Three adjustments, all narrow:
 - the converter names a BPE tokenizer's pre-tokenizer by hashing its output on a fixed text and refuses
   tokenizers it has not seen. The dummy models carry smallbench's built-in tokenizer, a GPT-2-style byte-level
   BPE, so for a folder holding exactly that tokenizer (checked by sha256) the pre-tokenizer is given as
   ``gpt-2``. Every other tokenizer goes through the converter's check unchanged;
+- the converter asks transformers for ``trust_remote_code=True`` in several places; it is held to the user's
+  ``--trust-remote-code`` (smallbench never turns it on by itself);
 - the converter reads a config through transformers, which rewrites Nemotron-H's: transformers 5's
   ``NemotronHConfig`` fills in expert settings (the converter then takes a dense model for a mixture of
   experts) and turns ``hybrid_override_pattern`` into a list of layer names whose MLP entries the converter
@@ -105,10 +107,17 @@ def ensure_converter() -> Path:
 #: Runs the converter with the built-in tokenizer's pre-tokenizer named (see the module docstring).
 _RUNNER = """
 import sys
-conv, builtin_sha = sys.argv[1], sys.argv[2]
-sys.argv = [conv + "/convert_hf_to_gguf.py", *sys.argv[3:]]
+conv, builtin_sha, allow_remote_code = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+sys.argv = [conv + "/convert_hf_to_gguf.py", *sys.argv[4:]]
 sys.path[:0] = [conv, conv + "/gguf-py"]
 import hashlib, json, pathlib
+import transformers.dynamic_module_utils as dynamic
+from transformers.models.auto import auto_factory, configuration_auto, tokenization_auto
+resolve = dynamic.resolve_trust_remote_code
+def resolve_as_the_user_said(trust_remote_code, *args, **kwargs):  # the converter passes True in places
+    return resolve(bool(trust_remote_code) and allow_remote_code, *args, **kwargs)
+for module in (dynamic, auto_factory, configuration_auto, tokenization_auto):
+    module.resolve_trust_remote_code = resolve_as_the_user_said
 from conversion import base
 original = base.TextModel.get_vocab_base_pre
 def get_vocab_base_pre(self, tokenizer):
@@ -137,13 +146,17 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def convert(hf_dir: Path, out: Path, outtype: str = "F16", timeout: float = 3600.0) -> None:
-    """Write ``hf_dir`` as a GGUF of ``outtype`` (F32 / F16 / BF16) with llama.cpp's converter."""
+def convert(hf_dir: Path, out: Path, outtype: str = "F16", trust_remote_code: bool = False,
+            timeout: float = 3600.0) -> None:  # fmt: skip
+    """Write ``hf_dir`` as a GGUF of ``outtype`` (F32 / F16 / BF16) with llama.cpp's converter. The converter asks
+    transformers for ``trust_remote_code=True`` in places (e.g. Nemotron-H's tokenizer); it gets the repo's code
+    only with the user's ``trust_remote_code``."""
     from smallbench import tiny_model
 
     conv = ensure_converter()
     builtin_sha = sha256_file(tiny_model.model_dir() / "tokenizer.json")
-    cmd = [sys.executable, "-c", _RUNNER, str(conv), builtin_sha, str(hf_dir), "--outfile", str(out),
+    cmd = [sys.executable, "-c", _RUNNER, str(conv), builtin_sha, "1" if trust_remote_code else "0", str(hf_dir),
+           "--outfile", str(out),
            "--outtype", CONVERTER_TYPES[outtype]]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0 or not out.exists():
@@ -154,7 +167,7 @@ def convert(hf_dir: Path, out: Path, outtype: str = "F16", timeout: float = 3600
                               f"{arch}: {why}")  # fmt: skip
 
 
-def ensure_gguf(hf_dir: Path, weights_id: str, quant: str) -> Path:
+def ensure_gguf(hf_dir: Path, weights_id: str, quant: str, trust_remote_code: bool = False) -> Path:
     """The cached GGUF of the checkpoint in ``hf_dir`` (identified by ``weights_id``) as ``quant``, converted
     (and quantized) on first use. The cache key includes the converter's version."""
     from smallbench.gguf_export import cached_gguf
@@ -162,7 +175,7 @@ def ensure_gguf(hf_dir: Path, weights_id: str, quant: str) -> Path:
     # other types are quantized from the checkpoint's own precision, as llama.cpp's instructions do
     base = quant.upper() if quant.upper() in CONVERTER_TYPES else checkpoint_type(hf_dir)
     key = f"{weights_id[:16]}-llama-cpp-python-{installed_version()}"
-    return cached_gguf(key, hf_dir.name, quant, base, lambda tmp: convert(hf_dir, tmp, base))
+    return cached_gguf(key, hf_dir.name, quant, base, lambda tmp: convert(hf_dir, tmp, base, trust_remote_code))
 
 
 def checkpoint_type(hf_dir: Path) -> str:

@@ -85,3 +85,26 @@ def test_readme_has_the_support_matrix():
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert support.markdown() in readme, "README's support matrix differs from smallbench/support.py"
+
+
+def test_converter_runs_no_repo_code_without_the_flag(tmp_path):
+    """llama.cpp's converter loads Nemotron-H's tokenizer with trust_remote_code=True; smallbench holds it to the
+    user's flag: a tokenizer whose auto_map points at repo code is loaded with the library's own class instead."""
+    require("llama_cpp", "llama-cpp")
+    import json
+    import shutil
+
+    from smallbench import llama_convert
+
+    src = scaled_checkpoint("nemotron_h")
+    repo = tmp_path / "repo"
+    shutil.copytree(src, repo)
+    marker = tmp_path / "repo-code-ran"
+    (repo / "tokenization_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                               "from transformers import PreTrainedTokenizerFast as EvilTokenizer\n")
+    cfg = json.loads((repo / "tokenizer_config.json").read_text())
+    cfg["auto_map"] = {"AutoTokenizer": [None, "tokenization_evil.EvilTokenizer"]}
+    (repo / "tokenizer_config.json").write_text(json.dumps(cfg))
+    llama_convert.convert(repo, tmp_path / "out.gguf", "F32")
+    assert (tmp_path / "out.gguf").stat().st_size > 0
+    assert not marker.exists()
