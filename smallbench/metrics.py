@@ -2,11 +2,14 @@
 
 Backends only *record* timestamps (``time.perf_counter()`` seconds) into the traces below;
 suites turn traces into numbers with the functions in this module and nothing else.
-The prose definitions live in ``docs/metrics.md``; each function's docstring is the formula.
+Every metric a record can carry is declared once in :data:`METRICS` (unit, direction, one-line
+definition); suites, the CLI, the docs' reference table and the leaderboard read it from there.
+The longer prose lives in ``docs/metrics.md``; each function's docstring is the formula.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -178,3 +181,96 @@ def goodput(traces: list[GenerationTrace], ttft_slo: float | None, tpot_slo: flo
 def roofline_fraction(decode_tok_s: float, bytes_per_token: float, peak_bandwidth_bytes_s: float) -> float:
     """Share of the memory-bandwidth limit reached: decode tok/s × bytes read per token ÷ peak bandwidth."""
     return decode_tok_s * bytes_per_token / peak_bandwidth_bytes_s
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What one metric is: canonical unit (what records store), direction, one-line definition, and the range a
+    real measurement can take (a value outside it marks the record as corrupt; see smallbench.leaderboard)."""
+
+    unit: str
+    higher_is_better: bool | None
+    definition: str
+    low: float = 0.0
+    high: float = math.inf
+
+    def plausible(self, value: float) -> bool:
+        return math.isfinite(value) and self.low <= value <= self.high
+
+
+_TIME = 86_400.0  # a day: no single request or load takes longer
+_RATE = 1e8  # tok/s: far above any device
+_BYTES = 2.0**50  # 1 PiB
+_PCT = 1e4
+
+
+def _m(unit: str, better: bool | None, definition: str, low: float = 0.0, high: float | None = None) -> MetricInfo:
+    default = {"s": _TIME, "s/token": _TIME, "tok/s": _RATE, "req/s": _RATE, "bytes": _BYTES, "tokens": 1e12,
+               "%": _PCT, "fraction": 1.0, "J/token": 1e6}.get(unit, math.inf)  # fmt: skip
+    return MetricInfo(unit, better, definition, low, default if high is None else high)
+
+
+#: Every metric smallbench records. A suite cannot record a name that is not here (SuiteResult.add).
+METRICS: dict[str, MetricInfo] = {
+    # per request: latency suite (and serving, per concurrency level)
+    "ttft": _m("s", False, "time to first token: first chunk carrying a token − request sent"),
+    "tpot": _m("s/token", False, "time per output token: (E2E − TTFT) / (N_out − 1)"),
+    "itl": _m("s", False, "inter-token latency: gap between successive chunks, split over the chunk's tokens"),
+    "e2e_latency": _m("s", False, "end-to-end latency: last token − request sent"),
+    "prefill_tok_s": _m("tok/s", True, "prompt tokens per second of prefill: batch × N_prompt / TTFT"),
+    "decode_tok_s": _m("tok/s", True, "tokens per second of decode steps: Σ (N_out − 1) / (last token − first token)"),
+    "engine_ttft": _m("s", False, "the engine's own TTFT for the same requests (vLLM), beside the client's"),
+    # batches and concurrency: throughput and serving suites
+    "output_tok_s": _m("tok/s", True, "generated tokens per second of the whole run, prefill included"),
+    "request_throughput": _m("req/s", True, "completed requests per second (first sent → last completed)"),
+    "goodput": _m("req/s", True, "requests meeting every given SLO (TTFT, TPOT) per second"),
+    # roofline and energy
+    "decode_bandwidth_pct": _m("%", True, "decode tok/s × bytes read per token ÷ peak memory bandwidth × 100"),
+    "energy_per_token": _m("J/token", False, "hardware energy counter (NVML, RAPL) over a trial ÷ tokens generated"),
+    # memory suite
+    "peak_rss_bytes": _m("bytes", False, "peak resident memory of the cell's process tree during a trial"),
+    "workload_rss_delta_bytes": _m("bytes", False, "peak RSS − RSS at the start of the trial"),
+    "load_rss_delta_bytes": _m("bytes", False, "RSS after load − RSS before it: weights + runtime state"),
+    "load_peak_rss_bytes": _m("bytes", False, "peak RSS during load (conversion copies show here)"),
+    "nvml_process_peak_bytes": _m("bytes", False, "peak GPU memory of the cell's processes (NVML)"),
+    "nvml_device_peak_bytes": _m("bytes", False, "peak GPU memory used on the device, other processes included"),
+    "torch_cuda_allocated_bytes": _m("bytes", False, "torch's allocated CUDA memory at the end of the trial"),
+    "torch_cuda_peak_allocated_bytes": _m("bytes", False, "torch's peak allocated CUDA memory"),
+    "torch_cuda_peak_reserved_bytes": _m("bytes", False, "torch's peak reserved CUDA memory"),
+    "mlx_peak_bytes": _m("bytes", False, "MLX allocator peak during the trial"),
+    "mlx_active_bytes": _m("bytes", False, "MLX memory in live arrays at the end of the trial"),
+    "mlx_cache_bytes": _m("bytes", False, "freed buffers MLX keeps for reuse at the end of the trial"),
+    "engine_model_bytes": _m("bytes", False, "the engine's own accounting of weights + KV (llama.cpp log, MLX peak)"),
+    "weights_bytes": _m("bytes", False, "bytes of the loaded parameters, as the backend reports them"),
+    "kv_cache_reserved_bytes": _m("bytes", False, "KV cache the engine set aside up front"),
+    "kv_cache_capacity_tokens": _m("tokens", True, "tokens the allocated KV cache holds"),
+    "measured_model_bytes": _m("bytes", False, "max trial peak − RSS before load: what the model adds"),
+    "predicted_model_bytes": _m("bytes", False, "smallbench fit's arithmetic for the same run"),
+    "prediction_error_pct": _m("%", None, "(predicted − measured) / measured × 100", low=-_PCT),
+    "engine_prediction_error_pct": _m("%", None, "(predicted − engine_model_bytes) / engine_model_bytes × 100",
+                                      low=-_PCT),
+    # accuracy suite (lm-eval's scoring; unknown lm-eval metrics keep lm-eval's own direction)
+    "acc": _m("fraction", True, "accuracy: share of documents whose highest-likelihood choice is the gold one"),
+    "acc_norm": _m("fraction", True, "accuracy with each choice's log-likelihood normalised by its byte length"),
+    "exact_match": _m("fraction", True, "share of generations equal to the answer after the task's filter"),
+    "word_perplexity": _m("perplexity", False, "exp(− Σ log-likelihood / words)", low=1.0),
+    "byte_perplexity": _m("perplexity", False, "exp(− Σ log-likelihood / bytes)", low=1.0),
+    "bits_per_byte": _m("bits/byte", False, "− Σ log-likelihood / (bytes × ln 2)"),
+}
+
+
+def info(name: str) -> MetricInfo:
+    """The declaration of ``name``; a metric nobody declared is a bug of ours (MetricError)."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise MetricError(f"metric '{name}' is not declared in smallbench.metrics.METRICS") from None
+
+
+def reference_markdown() -> str:
+    """The metric reference table of docs/metrics.md, generated from :data:`METRICS`."""
+    rows = ["| metric | unit | better | definition |", "|---|---|---|---|"]
+    for name, m in METRICS.items():
+        better = {True: "higher", False: "lower", None: "—"}[m.higher_is_better]
+        rows.append(f"| `{name}` | {m.unit} | {better} | {m.definition} |")
+    return "\n".join(rows)

@@ -8,6 +8,7 @@ raw samples they were computed from) and how it ended (status, error).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -21,6 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 from smallbench.backends.base import BackendInfo
 from smallbench.errors import SmallbenchError
 from smallbench.hardware import HardwareInfo
+from smallbench.metrics import METRICS
 from smallbench.stats import Drift, Stats
 
 SCHEMA_VERSION = 1
@@ -111,11 +113,30 @@ def write_record(record: ResultRecord, path: Path) -> None:
         raise
 
 
+#: A record holds summaries and raw samples: tens of kB, a few MB for a long sweep. Far larger is not a record.
+MAX_RECORD_BYTES = 64 * 2**20
+
+
 def read_record(path: Path) -> ResultRecord:
+    """One record, checked: size, UTF-8, JSON, schema (its version included) and every declared metric's value
+    inside what a measurement can be (a negative latency or a NaN marks a corrupt or forged file)."""
+    path = Path(path)
     try:
-        return ResultRecord.model_validate_json(Path(path).read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            raise SmallbenchError(f"{path}: not a smallbench result record (larger than {MAX_RECORD_BYTES >> 20} MiB)")
+        text = path.read_bytes().decode("utf-8")
+        version = json.loads(text).get("schema_version") if text.lstrip().startswith("{") else None
+        if isinstance(version, int) and version != SCHEMA_VERSION:
+            raise SmallbenchError(f"{path}: schema version {version}; this smallbench reads version {SCHEMA_VERSION}")
+        record = ResultRecord.model_validate_json(text)
     except (OSError, ValidationError, ValueError) as exc:
-        raise SmallbenchError(f"{path}: not a smallbench result record ({type(exc).__name__})") from exc
+        reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else type(exc).__name__
+        raise SmallbenchError(f"{path}: not a smallbench result record ({reason})") from exc
+    for m in record.metrics:
+        spec = METRICS.get(m.name)
+        if not math.isfinite(m.value) or (spec is not None and not spec.plausible(m.value)):
+            raise SmallbenchError(f"{path}: impossible value {m.name} = {m.value!r} {m.unit}; record skipped")
+    return record
 
 
 def iter_record_files(path: str | os.PathLike) -> list[Path]:
@@ -129,14 +150,22 @@ def iter_record_files(path: str | os.PathLike) -> list[Path]:
     )
 
 
-def read_records(path: str | os.PathLike = "results") -> list[ResultRecord]:
-    """Every valid record under ``path``; files that are not records are skipped with a warning."""
-    records = []
+def scan_records(path: str | os.PathLike = "results") -> tuple[list[ResultRecord], list[str]]:
+    """Every valid record under ``path``, and one line per file that was skipped and why."""
+    records, skipped = [], []
     for f in iter_record_files(path):
         try:
             records.append(read_record(f))
         except SmallbenchError as exc:
-            warnings.warn(str(exc), stacklevel=2)
+            skipped.append(str(exc))
+    return records, skipped
+
+
+def read_records(path: str | os.PathLike = "results") -> list[ResultRecord]:
+    """Every valid record under ``path``; files that are not records are skipped with a warning."""
+    records, skipped = scan_records(path)
+    for line in skipped:
+        warnings.warn(line, stacklevel=2)
     return records
 
 

@@ -19,14 +19,13 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from smallbench.backends.base import Backend
+from smallbench.metrics import METRICS
 from smallbench.results import Metric
 from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings
 
 #: lm-eval's default few-shot / numpy / torch seed, so default runs match ``lm_eval``'s.
 LM_EVAL_SEED = 1234
 DEFAULT_TASKS = ["arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande"]
-_UNITS = {"acc": "fraction", "acc_norm": "fraction", "exact_match": "fraction", "bits_per_byte": "bits/byte",
-          "word_perplexity": "perplexity", "byte_perplexity": "perplexity"}  # fmt: skip
 _DATA_KEYS = {"dataset_path", "dataset_name", "dataset_kwargs", "metadata"}
 
 
@@ -122,8 +121,10 @@ def _add_task(result: SuiteResult, out: dict[str, Any], task: str, name: str, su
             if per_doc and all(v is not None for v in per_doc):
                 samples_key = f"{metric}[task={name},filter={filt}]"
                 result.samples[samples_key] = per_doc
-        result.metrics.append(Metric(name=metric, unit=_UNITS.get(metric, ""), value=float(value), stderr=stderr,
-                                     higher_is_better=better.get(metric), samples_key=samples_key, labels=m_labels))
+        spec = METRICS.get(metric)  # lm-eval metrics smallbench does not declare keep lm-eval's direction
+        result.metrics.append(Metric(name=metric, unit=spec.unit if spec else "", value=float(value), stderr=stderr,
+                                     higher_is_better=spec.higher_is_better if spec else better.get(metric),
+                                     samples_key=samples_key, labels=m_labels))  # fmt: skip
 
 
 def _leaf_tasks(out: dict[str, Any], name: str) -> list[str]:

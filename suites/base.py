@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from smallbench.backends.base import Backend, LoadedModelInfo
 from smallbench.energy import EnergyMeter
+from smallbench.metrics import info
 from smallbench.results import LoadRecord, Metric
 from smallbench.stats import drift, summarize
 
@@ -55,8 +56,8 @@ class SuiteContext:
             return
         out.extra["energy"] = self.energy.source
         if joules and all(j is not None for j in joules):
-            out.add("energy_per_token", "J/token", [j / n for j, n in zip(joules, tokens, strict=True)],
-                    higher_is_better=False, per_trial=True, **labels)  # fmt: skip
+            out.add("energy_per_token", [j / n for j, n in zip(joules, tokens, strict=True)], per_trial=True,
+                    **labels)
 
     def joules(self, since: float | None) -> float | None:
         """Energy used since the counter read ``since`` (None without a counter)."""
@@ -94,8 +95,7 @@ class Roofline:
             per_token = sizing.decode_bytes_per_token(self.config, self.weights_bytes, round(context), batch,
                                                       self.kv_dtype)  # fmt: skip
             pct = [100 * tps * per_token / self.bandwidth_bytes_s for tps in decode]
-            out.add("decode_bandwidth_pct", "%", pct, higher_is_better=True, per_trial=True, batch_size=batch,
-                    **labels)  # fmt: skip
+            out.add("decode_bandwidth_pct", pct, per_trial=True, batch_size=batch, **labels)
             roof = out.extra.setdefault("roofline", {"bytes_per_token": {}})
             roof.update(bandwidth_bytes_s=self.bandwidth_bytes_s, source=self.source)
             roof["bytes_per_token"][f"batch_size={batch}"] = per_token
@@ -108,25 +108,25 @@ class SuiteResult:
     samples: dict[str, list[float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def add(
-        self, name: str, unit: str, samples: list[float], higher_is_better: bool, per_trial: bool = False,
-        **labels: Any,
-    ) -> Metric:  # fmt: skip
+    def add(self, name: str, samples: list[float], per_trial: bool = False, **labels: Any) -> Metric:
         """Record raw samples and a metric whose value is their median, with full statistics; with
-        ``per_trial`` (one sample per trial, in the order they ran) also their drift across trials."""
+        ``per_trial`` (one sample per trial, in the order they ran) also their drift across trials. Unit and
+        direction come from the metric's declaration (smallbench.metrics.METRICS)."""
+        spec = info(name)
         key = name + "".join(f"[{k}={v}]" for k, v in labels.items())
         self.samples[key] = [float(x) for x in samples]
         stats = summarize(self.samples[key])
-        m = Metric(name=name, unit=unit, value=stats.p50, stats=stats, higher_is_better=higher_is_better,
+        m = Metric(name=name, unit=spec.unit, value=stats.p50, stats=stats, higher_is_better=spec.higher_is_better,
                    samples_key=key, labels=labels,
-                   drift=drift(self.samples[key], higher_is_better) if per_trial else None)  # fmt: skip
+                   drift=drift(self.samples[key], bool(spec.higher_is_better)) if per_trial else None)  # fmt: skip
         self.metrics.append(m)
         return m
 
-    def add_value(self, name: str, unit: str, value: float, higher_is_better: bool | None = None, **labels) -> None:
+    def add_value(self, name: str, value: float, **labels) -> None:
         """Record a single measured quantity (no repeats, so no statistics)."""
-        self.metrics.append(Metric(name=name, unit=unit, value=float(value), higher_is_better=higher_is_better,
-                                   labels=labels))  # fmt: skip
+        spec = info(name)
+        self.metrics.append(Metric(name=name, unit=spec.unit, value=float(value),
+                                   higher_is_better=spec.higher_is_better, labels=labels))  # fmt: skip
 
 
 class Suite(ABC):

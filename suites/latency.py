@@ -32,18 +32,18 @@ class LatencySuite(Suite):
                 traces.append(trace)
                 joules.append(ctx.joules(e0))
         out = SuiteResult()
-        out.add("ttft", "s", [M.ttft(t) for t in traces], higher_is_better=False, per_trial=True)
-        out.add("tpot", "s", [M.tpot(t) for t in traces], higher_is_better=False, per_trial=True)
-        out.add("itl", "s", [g for t in traces for g in M.itl(t)], higher_is_better=False)
-        out.add("e2e_latency", "s", [M.e2e_latency(t) for t in traces], higher_is_better=False, per_trial=True)
-        out.add("prefill_tok_s", "tok/s", [M.prefill_tps(t) for t in traces], higher_is_better=True, per_trial=True)
+        out.add("ttft", [M.ttft(t) for t in traces], per_trial=True)
+        out.add("tpot", [M.tpot(t) for t in traces], per_trial=True)
+        out.add("itl", [g for t in traces for g in M.itl(t)])
+        out.add("e2e_latency", [M.e2e_latency(t) for t in traces], per_trial=True)
+        out.add("prefill_tok_s", [M.prefill_tps(t) for t in traces], per_trial=True)
         decode = [M.decode_tps(t) for t in traces]
-        out.add("decode_tok_s", "tok/s", decode, higher_is_better=True, per_trial=True)
+        out.add("decode_tok_s", decode, per_trial=True)
         if ctx.roofline:
             ctx.roofline.add(out, decode, s.prompt_tokens + s.gen_tokens / 2)
         ctx.energy_per_token(out, joules, [t.n_out for t in traces])
         engine = [t.engine_ttft for t in traces if t.engine_ttft is not None]
         if len(engine) == len(traces):  # the engine's own TTFT, beside the client-side one
-            out.add("engine_ttft", "s", engine, higher_is_better=False, per_trial=True)
+            out.add("engine_ttft", engine, per_trial=True)
         out.extra["output_tokens"] = [t.n_out for t in traces]
         return out

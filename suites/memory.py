@@ -67,26 +67,25 @@ class MemorySuite(Suite):
                     trials.setdefault(k, []).append(float(v))
             timelines.append(p.timeline)
         for k, v in trials.items():
-            out.add(k, "bytes", v, higher_is_better=False)
+            out.add(k, v)
         info = ctx.model_info  # what the backend set aside, where it says
-        for name, value, unit in (("weights_bytes", info.weights_bytes, "bytes"),
-                                  ("kv_cache_reserved_bytes", info.kv_cache_bytes, "bytes"),
-                                  ("kv_cache_capacity_tokens", info.kv_cache_tokens, "tokens")):  # fmt: skip
+        for name, value in (("weights_bytes", info.weights_bytes), ("kv_cache_reserved_bytes", info.kv_cache_bytes),
+                            ("kv_cache_capacity_tokens", info.kv_cache_tokens)):  # fmt: skip
             if value is not None:
-                out.add_value(name, unit, value, unit != "bytes")
+                out.add_value(name, value)
         load = ctx.load
-        out.add_value("load_rss_delta_bytes", "bytes", load.rss_after_bytes - load.rss_before_bytes, False)
-        out.add_value("load_peak_rss_bytes", "bytes", load.rss_peak_bytes, False)
+        out.add_value("load_rss_delta_bytes", load.rss_after_bytes - load.rss_before_bytes)
+        out.add_value("load_peak_rss_bytes", load.rss_peak_bytes)
         # the model's footprint while it works: trial peaks over the pre-load baseline (load transients, such as a
         # conversion copy or a dummy head allocated before it is tied, stay in load_peak_rss_bytes)
         peak = max(trials.get("peak_rss_bytes", [load.rss_after_bytes])) - load.rss_before_bytes
         if (predicted := predict(info, s)) is not None and peak > 0:
-            out.add_value("measured_model_bytes", "bytes", peak, False)
-            out.add_value("predicted_model_bytes", "bytes", predicted["total"], False)
-            out.add_value("prediction_error_pct", "%", 100 * (predicted["total"] - peak) / peak)
+            out.add_value("measured_model_bytes", peak)
+            out.add_value("predicted_model_bytes", predicted["total"])
+            out.add_value("prediction_error_pct", 100 * (predicted["total"] - peak) / peak)
             out.extra["prediction"] = predicted
             if engine := trials.get("engine_model_bytes"):  # the engine's own accounting: no runtime noise
                 measured = max(engine)
-                out.add_value("engine_prediction_error_pct", "%", 100 * (predicted["total"] - measured) / measured)
+                out.add_value("engine_prediction_error_pct", 100 * (predicted["total"] - measured) / measured)
         out.extra["timeline_last_trial"] = timelines[-1] if timelines else []
         return out

@@ -66,14 +66,14 @@ class ServingSuite(Suite):
                 req_rate.append(M.request_throughput(got))
                 if ttft_slo or tpot_slo:
                     good.append(M.goodput(got, ttft_slo, tpot_slo))
-            out.add("ttft", "s", [M.ttft(t) for t in traces], higher_is_better=False, concurrency=c)
-            out.add("tpot", "s", [M.tpot(t) for t in traces], higher_is_better=False, concurrency=c)
-            out.add("itl", "s", [g for t in traces for g in M.itl(t)], higher_is_better=False, concurrency=c)
-            out.add("e2e_latency", "s", [M.e2e_latency(t) for t in traces], higher_is_better=False, concurrency=c)
-            out.add("output_tok_s", "tok/s", throughput, higher_is_better=True, concurrency=c)
-            out.add("request_throughput", "req/s", req_rate, higher_is_better=True, concurrency=c)
+            out.add("ttft", [M.ttft(t) for t in traces], concurrency=c)
+            out.add("tpot", [M.tpot(t) for t in traces], concurrency=c)
+            out.add("itl", [g for t in traces for g in M.itl(t)], concurrency=c)
+            out.add("e2e_latency", [M.e2e_latency(t) for t in traces], concurrency=c)
+            out.add("output_tok_s", throughput, concurrency=c)
+            out.add("request_throughput", req_rate, concurrency=c)
             if good:
-                out.add("goodput", "req/s", good, higher_is_better=True, concurrency=c)
+                out.add("goodput", good, concurrency=c)
         out.extra["request_rate"] = s.request_rate or "inf"
         out.extra["slo"] = {"ttft_ms": s.ttft_slo_ms, "tpot_ms": s.tpot_slo_ms}
         return out

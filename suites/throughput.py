@@ -58,9 +58,9 @@ class ThroughputSuite(Suite):
                     prefill.append(M.batch_prefill_tps(trace))
                     decode.append(M.batch_decode_tps(trace))
                     output.append(M.batch_output_tps(trace))
-            out.add("prefill_tok_s", "tok/s", prefill, higher_is_better=True, per_trial=True, batch_size=b)
-            out.add("decode_tok_s", "tok/s", decode, higher_is_better=True, per_trial=True, batch_size=b)
-            out.add("output_tok_s", "tok/s", output, higher_is_better=True, per_trial=True, batch_size=b)
+            out.add("prefill_tok_s", prefill, per_trial=True, batch_size=b)
+            out.add("decode_tok_s", decode, per_trial=True, batch_size=b)
+            out.add("output_tok_s", output, per_trial=True, batch_size=b)
             if ctx.roofline:
                 ctx.roofline.add(out, decode, s.prompt_tokens + s.gen_tokens / 2, b)
             ctx.energy_per_token(out, joules, tokens, batch_size=b)

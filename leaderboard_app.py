@@ -1,0 +1,11 @@
+"""The smallbench leaderboard: `python leaderboard_app.py [RESULTS]`, and a Hugging Face Space's app_file.
+
+Reads result records from RESULTS, else the Hub dataset named by SMALLBENCH_RESULTS_REPO, else ./results.
+"""
+
+import sys
+
+from smallbench.app import main
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else None)

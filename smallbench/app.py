@@ -1,0 +1,289 @@
+"""The leaderboard app (Gradio 6): what to run on the hardware you have.
+
+``leaderboard_app.py`` (a Hugging Face Space's ``app_file``) and ``smallbench leaderboard`` both call :func:`main`.
+Results come from a local folder or a Hub dataset repo (:func:`locate`). Every string from a record reaches the
+page as text: table cells are ``str`` cells, chart labels are HTML-escaped, skipped-file notes sit in a textbox.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from smallbench import leaderboard as L
+from smallbench.metrics import METRICS, reference_markdown
+from smallbench.results import scan_records
+
+#: Where the app reads records when neither an argument nor SMALLBENCH_RESULTS_REPO says otherwise.
+DEFAULT_RESULTS = "results"
+TITLE = "smallbench — small open LLMs across Transformers, vLLM, llama.cpp and MLX"
+
+
+def locate(source: str | None = None) -> tuple[Path, str]:
+    """The local folder to read and where it came from: ``source`` (a folder, or ``hf://datasets/ORG/NAME``), else
+    the Hub dataset in ``SMALLBENCH_RESULTS_REPO``, else ``SMALLBENCH_RESULTS``, else ``./results``."""
+    source = source or (f"hf://datasets/{os.environ['SMALLBENCH_RESULTS_REPO']}"
+                        if os.environ.get("SMALLBENCH_RESULTS_REPO") else None)  # fmt: skip
+    source = source or os.environ.get("SMALLBENCH_RESULTS") or DEFAULT_RESULTS
+    if source.startswith("hf://datasets/"):
+        from huggingface_hub import snapshot_download
+
+        from smallbench.errors import SmallbenchError, one_line
+
+        repo = source.removeprefix("hf://datasets/")
+        try:
+            return Path(snapshot_download(repo, repo_type="dataset", allow_patterns=["*.json"])), source
+        except Exception as exc:  # offline, unknown repo, no access
+            raise SmallbenchError(f"cannot read the results dataset {repo}: {one_line(exc)}") from exc
+    return Path(source), source
+
+
+def load(source: str | None = None) -> tuple[L.Board, list[str], str]:
+    """The board, the skipped-file notes, and where the records came from (an absent folder: an empty board)."""
+    folder, where = locate(source)
+    records, skipped = scan_records(folder) if folder.exists() else ([], [])
+    return L.build(records), skipped, where
+
+
+def text(s: Any) -> str:
+    """A record's string as chart text: escaped, so a model named ``<img onerror=...>`` is only characters."""
+    return html.escape(str(s), quote=True)
+
+
+def _label(row: pd.Series) -> str:
+    parts = [row["backend"], row["quant"] or "—"] + (["dummy"] if row["weights"] == "dummy" else [])
+    return " · ".join(str(p) for p in parts)
+
+
+def display(df: pd.DataFrame) -> pd.DataFrame:
+    """The table as shown: identity columns first, measured columns rounded, bookkeeping last."""
+    acc = L.accuracy_columns(df)
+    cols = [*L.IDENTITY, L.ACC_AVG, *acc, *L.COLUMNS, "best at", "memory source", "cells", "failed", "updated"]
+    out = df.reindex(columns=[c for c in cols if c in df.columns or c in L.IDENTITY])
+    num = out.select_dtypes("number").columns
+    out[num] = out[num].round(3)
+    return out
+
+
+def datatypes(df: pd.DataFrame) -> list[str]:
+    return ["number" if pd.api.types.is_numeric_dtype(df[c]) else "str" for c in df.columns]
+
+
+def tradeoff_figure(df: pd.DataFrame, x: str, x_higher: bool, title: str):
+    """Accuracy against ``x``, one point per row, the Pareto frontier drawn; dummy rows carry no accuracy."""
+    import plotly.graph_objects as go
+
+    pts = df.dropna(subset=[x, L.ACC_AVG])
+    fig = go.Figure()
+    for backend, group in pts.groupby("backend"):
+        fig.add_trace(go.Scatter(
+            x=group[x], y=group[L.ACC_AVG], mode="markers", name=text(backend),
+            text=[text(f"{m} · {q}") for m, q in zip(group["model"], group["quant"], strict=True)],
+            hovertemplate="%{text}<br>%{x:.3g}, %{y:.1f} %<extra>%{fullData.name}</extra>",
+        ))  # fmt: skip
+    if not pts.empty:
+        front = pts[L.pareto(pts, x, L.ACC_AVG, x_higher, True)].sort_values(x)
+        fig.add_trace(go.Scatter(x=front[x], y=front[L.ACC_AVG], mode="lines", name="Pareto frontier",
+                                 line={"dash": "dash", "color": "black"}, hoverinfo="skip"))  # fmt: skip
+    fig.update_layout(title=title if not pts.empty else f"{title}: no row has both values", xaxis_title=x,
+                      yaxis_title=L.ACC_AVG, height=420, margin={"t": 50})  # fmt: skip
+    return fig
+
+
+def compare_figure(board: L.Board, rows: pd.DataFrame, col: str):
+    """One model across backends: the median of ``col`` with its 95 % bootstrap interval; bars whose intervals
+    overlap the best bar's are marked "within noise" (the difference is not shown to be real)."""
+    import plotly.graph_objects as go
+
+    metric, stat = L.COLUMNS[col]
+    higher = METRICS["peak_rss_bytes" if metric == "peak_memory" else metric].higher_is_better
+    bars = []
+    for idx, row in rows.iterrows():
+        hit = L.headline(board.records[idx])[col]
+        if hit is None:
+            continue
+        m = hit[1]
+        scale = row[col] / m.value if m.value else 1.0
+        lo, hi = ((m.stats.ci95_low * scale, m.stats.ci95_high * scale) if m.stats and stat != "p99"
+                  else (row[col], row[col]))  # fmt: skip
+        bars.append((_label(row), row[col], lo, hi))
+    fig = go.Figure()
+    if bars:
+        best = (max if higher else min)(bars, key=lambda b: b[1])
+        names = [text(b[0]) + ("  (within noise of best)" if b is not best and L.within_noise(b[2:], best[2:])
+                               else "") for b in bars]  # fmt: skip
+        fig.add_trace(go.Bar(x=names, y=[b[1] for b in bars],
+                             error_y={"type": "data", "symmetric": False, "array": [b[3] - b[1] for b in bars],
+                                      "arrayminus": [b[1] - b[2] for b in bars]}))  # fmt: skip
+    fig.update_layout(title=f"{col} (median, 95 % CI)", yaxis_title=col, height=380, margin={"t": 50})
+    return fig
+
+
+def distribution_figure(board: L.Board, rows: pd.DataFrame):
+    """TTFT and inter-token latency distributions from the latency suite's raw samples (ms)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("TTFT (ms)", "ITL (ms)"))
+    for idx, row in rows.iterrows():
+        for i, metric in enumerate(("ttft", "itl"), start=1):
+            samples = board.samples(idx, metric, suite="latency")
+            if samples:
+                fig.add_trace(go.Box(y=[s * 1e3 for s in samples], name=text(_label(row)), boxpoints="all",
+                                     showlegend=False), row=1, col=i)  # fmt: skip
+    fig.update_layout(height=380, margin={"t": 50})
+    return fig
+
+
+def concurrency_figure(board: L.Board, rows: pd.DataFrame):
+    """Output tok/s against batch size (throughput suite) and concurrency (serving suite), with 95 % CIs."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for idx, row in rows.iterrows():
+        for sweep in ("batch_size", "concurrency"):
+            pts = [p for p in board.curve(idx) if p[0] == sweep]
+            if pts:
+                fig.add_trace(go.Scatter(
+                    x=[p[1] for p in pts], y=[p[2] for p in pts], mode="lines+markers",
+                    name=text(f"{_label(row)} ({sweep.replace('_', ' ')})"),
+                    error_y={"type": "data", "symmetric": False, "array": [p[4] - p[2] for p in pts],
+                             "arrayminus": [p[2] - p[3] for p in pts]},
+                ))  # fmt: skip
+    fig.update_layout(title="throughput vs concurrency", xaxis_title="batch size / concurrent requests",
+                      yaxis_title="output tok/s", xaxis_type="log", height=380, margin={"t": 50})  # fmt: skip
+    return fig
+
+
+def methodology_markdown() -> str:
+    """The methodology tab: every metric's declaration and the rules that pick a row's numbers (our own text)."""
+    rules = (L.headline.__doc__ or "").split("\n\n", 1)[-1]
+    return "\n\n".join([
+        "## Metrics\nEvery number comes from raw samples kept in the records: warm-up excluded, the median of the "
+        "measured repeats, with a 95 % bootstrap interval. Units below are what records store; the table shows ms "
+        "for seconds, GiB for bytes and % for fractions.",
+        reference_markdown(),
+        "## Which number a row shows\n" + "\n".join(line.strip() for line in rules.strip().splitlines()),
+        "## Accuracy\nPer task: " + ", then ".join(L.PRIMARY_ACCURACY) + " (the first the task reports; the strict "
+        "filter first for generation tasks). The average is over tasks scored as fractions. Rows with dummy "
+        "(random) weights carry no accuracy.",
+        "## Trade-off charts\nThe Pareto frontier joins the rows no other row beats on both axes. Bars whose 95 % "
+        "intervals overlap the best bar's are marked *within noise*: the difference is not shown to be real.",
+    ])  # fmt: skip
+
+
+def csv_file(df: pd.DataFrame) -> str:
+    path = Path(tempfile.mkdtemp(prefix="smallbench-")) / "smallbench-leaderboard.csv"
+    df.to_csv(path, index=False)
+    return str(path)
+
+
+def _choices(df: pd.DataFrame, col: str) -> list[str]:
+    return sorted({str(v) for v in df[col].dropna() if str(v)})
+
+
+def build_app(board: L.Board, skipped: list[str], where: str):
+    import gradio as gr
+
+    df = board.table
+    shown = display(df)
+    total = df["params total (B)"].dropna()
+    pmax = float(math.ceil(total.max())) if not total.empty else 32.0
+    hardware = _choices(df, "hardware")
+    models = _choices(df, "model")
+
+    def filtered(hw, be, role, quant, weights, lo, hi, search) -> pd.DataFrame:
+        return L.filter_table(df, hw, be, role, quant, weights, (lo, hi) if (lo, hi) != (0, pmax) else None, search)
+
+    def on_filter(*args):
+        sub = display(filtered(*args))
+        return sub, csv_file(sub)
+
+    def on_tradeoff(hw):
+        sub = df[df["hardware"] == hw] if hw else df
+        return (tradeoff_figure(sub, L.DECODE, True, f"accuracy vs decode speed · {text(hw or 'all hardware')}"),
+                tradeoff_figure(sub, L.PEAK, False, f"accuracy vs peak memory · {text(hw or 'all hardware')}"))
+
+    def on_compare(model, hw, col):
+        rows = df[(df["model"] == model) & ((df["hardware"] == hw) if hw else True)]
+        return compare_figure(board, rows, col), distribution_figure(board, rows), concurrency_figure(board, rows)
+
+    def on_fit(memory, quant, context):
+        from smallbench.errors import SmallbenchError
+        from smallbench.sizing import parse_bytes
+
+        try:
+            return L.fits(parse_bytes(memory), quant, int(context)), ""
+        except (SmallbenchError, ValueError, KeyError) as exc:
+            return pd.DataFrame(), f"error: {exc}"
+
+    with gr.Blocks(title="smallbench leaderboard") as demo:
+        gr.Markdown(f"# {TITLE}\nSpeed, memory and accuracy of the same weights on every backend, per hardware. "
+                    "Missing values are blank, never 0. Rows marked `dummy` ran random weights: speed and memory "
+                    "only.")  # fmt: skip
+        gr.Textbox(value=f"{len(df)} rows from {sum(len(v) for v in board.records.values())} records in {where}",
+                   show_label=False, interactive=False, elem_id="source")  # fmt: skip
+        gr.Textbox(value="\n".join(skipped), label=f"Skipped files ({len(skipped)})", visible=bool(skipped),
+                   interactive=False, lines=min(6, max(1, len(skipped))), elem_id="skipped")  # fmt: skip
+        with gr.Tab("Leaderboard", elem_id="tab-board"):
+            with gr.Row():
+                f_hw = gr.CheckboxGroup(hardware, label="hardware", elem_id="f-hardware")
+                f_be = gr.CheckboxGroup(_choices(df, "backend"), label="backend", elem_id="f-backend")
+                f_role = gr.CheckboxGroup(_choices(df, "role"), label="sponsor / reference", elem_id="f-role")
+            with gr.Row():
+                f_quant = gr.CheckboxGroup(_choices(df, "quant"), label="quantization", elem_id="f-quant")
+                f_w = gr.CheckboxGroup(["real", "dummy"], label="weights", elem_id="f-weights")
+                f_lo = gr.Slider(0, pmax, 0, step=0.1, label="params total ≥ (B)")
+                f_hi = gr.Slider(0, pmax, pmax, step=0.1, label="params total ≤ (B)")
+                f_search = gr.Textbox(label="model contains", elem_id="f-search")
+            table = gr.Dataframe(shown, datatype=datatypes(shown), interactive=False, pinned_columns=2,
+                                 max_height=640, show_search="search", elem_id="board", wrap=False)  # fmt: skip
+            download = gr.DownloadButton("Download CSV (filtered)", value=csv_file(shown), elem_id="download")
+            inputs = [f_hw, f_be, f_role, f_quant, f_w, f_lo, f_hi, f_search]
+            for comp in inputs:
+                (comp.submit if comp is f_search else comp.change)(on_filter, inputs, [table, download])
+        with gr.Tab("Trade-offs", elem_id="tab-tradeoffs"):
+            t_hw = gr.Dropdown(hardware, value=hardware[0] if hardware else None, label="hardware")
+            p1, p2 = gr.Plot(elem_id="plot-speed"), gr.Plot(elem_id="plot-memory")
+            t_hw.change(on_tradeoff, t_hw, [p1, p2])
+            demo.load(on_tradeoff, t_hw, [p1, p2])
+        with gr.Tab("Compare backends", elem_id="tab-compare"):
+            with gr.Row():
+                c_model = gr.Dropdown(models, value=models[0] if models else None, label="model")
+                c_hw = gr.Dropdown(hardware, value=hardware[0] if hardware else None, label="hardware")
+                c_col = gr.Dropdown([L.DECODE, L.TTFT, L.TPOT, L.PEAK, L.ROOFLINE], value=L.DECODE, label="metric")
+            c1, c2, c3 = gr.Plot(elem_id="plot-compare"), gr.Plot(elem_id="plot-dist"), gr.Plot(elem_id="plot-conc")
+            for comp in (c_model, c_hw, c_col):
+                comp.change(on_compare, [c_model, c_hw, c_col], [c1, c2, c3])
+            demo.load(on_compare, [c_model, c_hw, c_col], [c1, c2, c3])
+        with gr.Tab("What fits", elem_id="tab-fit"):
+            with gr.Row():
+                w_mem = gr.Textbox("16GB", label="memory (16GB, 24GiB, 80G…)")
+                w_quant = gr.Dropdown(["bfloat16", "float16", "Q8_0", "Q6_K", "Q4_K_M", "8bit", "4bit"],
+                                      value="Q4_K_M", label="weights type")  # fmt: skip
+                w_ctx = gr.Number(4096, label="context (tokens)", precision=0)
+            w_err = gr.Textbox(show_label=False, interactive=False)
+            w_table = gr.Dataframe(interactive=False, elem_id="fits")
+            for comp in (w_mem, w_quant, w_ctx):
+                comp.change(on_fit, [w_mem, w_quant, w_ctx], [w_table, w_err])
+            demo.load(on_fit, [w_mem, w_quant, w_ctx], [w_table, w_err])
+        with gr.Tab("Methodology", elem_id="tab-method"):
+            gr.Markdown(methodology_markdown())
+    return demo
+
+
+def main(source: str | None = None, host: str | None = None, port: int | None = None, **launch: Any) -> None:
+    """Serve the leaderboard. Binds 127.0.0.1 unless ``host`` or GRADIO_SERVER_NAME says otherwise (a Space sets
+    it to 0.0.0.0 inside its container)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    board, skipped, where = load(source)
+    demo = build_app(board, skipped, where)
+    demo.launch(server_name=host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1", server_port=port,
+                ssr_mode=False, **launch)  # fmt: skip
+

@@ -1,0 +1,286 @@
+"""The leaderboard's data: result records joined into one wide row per (model, weights, quant, backend, hardware).
+
+Shared by ``smallbench report`` and ``leaderboard_app.py``. The rules for which number stands for a row (which
+suite's TTFT, which batch size's decode speed, NVML before RSS) live here and only here; units, directions and
+definitions come from :data:`smallbench.metrics.METRICS`. Values stay numbers (NaN where nothing was measured,
+never 0); headers carry the display unit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from smallbench.metrics import METRICS
+from smallbench.results import Metric, ResultRecord
+
+#: Which accuracy figure stands for a task, first found wins: byte-length-normalised accuracy where the task
+#: reports it (lm-eval's multiple-choice tasks), then plain accuracy, exact match (generation tasks, strict filter
+#: first), then perplexity (language-modelling tasks; not averaged).
+PRIMARY_ACCURACY = ("acc_norm", "acc", "exact_match", "word_perplexity")
+FILTER_ORDER = ("none", "strict-match")
+#: Display units: records store SI base units; the table shows these.
+DISPLAY = {"s": ("ms", 1e3), "s/token": ("ms/token", 1e3), "bytes": ("GiB", 2.0**-30), "fraction": ("%", 100.0)}
+KEY = ["model", "weights", "quant", "backend", "hardware_id"]
+
+
+def display_unit(unit: str) -> tuple[str, float]:
+    return DISPLAY.get(unit, (unit, 1.0))
+
+
+def _header(label: str, metric: str) -> str:
+    return f"{label} ({display_unit(METRICS[metric].unit)[0]})"
+
+
+#: The table's measured columns: header → (metric, statistic). One place decides what each column shows.
+COLUMNS: dict[str, tuple[str, str]] = {
+    _header("TTFT p50", "ttft"): ("ttft", "p50"),
+    _header("TTFT p99", "ttft"): ("ttft", "p99"),
+    _header("TPOT p50", "tpot"): ("tpot", "p50"),
+    _header("decode", "decode_tok_s"): ("decode_tok_s", "p50"),
+    _header("best throughput", "output_tok_s"): ("output_tok_s", "best"),
+    _header("peak memory", "peak_rss_bytes"): ("peak_memory", "p50"),
+    _header("roofline", "decode_bandwidth_pct"): ("decode_bandwidth_pct", "p50"),
+    _header("energy", "energy_per_token"): ("energy_per_token", "p50"),
+}
+TTFT, TTFT99, TPOT, DECODE, THROUGHPUT, PEAK, ROOFLINE, ENERGY = COLUMNS
+ACC_AVG = "accuracy avg (%)"
+IDENTITY = ["model", "name", "maker", "role", "params total (B)", "params active (B)", "backend", "backend version",
+            "device", "quant", "weights", "hardware"]  # fmt: skip
+
+
+def primary_accuracy(rec: ResultRecord) -> dict[str, Metric]:
+    """Task → the metric that stands for it in an accuracy record (groups' rows, not their subtasks)."""
+    out: dict[str, Metric] = {}
+    found = [m for m in rec.metrics if m.labels.get("task") and m.labels.get("subtask") is None]
+    for task in dict.fromkeys(m.labels["task"] for m in found):
+        cands = [m for m in found if m.labels["task"] == task and m.name in PRIMARY_ACCURACY]
+
+        def rank(m: Metric) -> tuple[int, int]:
+            f = m.labels.get("filter")
+            return PRIMARY_ACCURACY.index(m.name), FILTER_ORDER.index(f) if f in FILTER_ORDER else len(FILTER_ORDER)
+
+        if cands:
+            out[task] = min(cands, key=rank)
+    return out
+
+
+def accuracy_header(task: str, m: Metric) -> str:
+    unit, _ = display_unit(m.unit)
+    return f"{task} {m.name} ({unit})" if unit else f"{task} {m.name}"
+
+
+def _pick(recs: list[ResultRecord], name: str, **labels: Any) -> tuple[ResultRecord, Metric] | None:
+    """The newest ok record's metric ``name`` with these labels (labels absent from the metric count as None)."""
+    for r in sorted(recs, key=lambda r: r.created_at, reverse=True):
+        for m in r.metrics:
+            if m.name == name and all(m.labels.get(k) == v for k, v in labels.items()):
+                return r, m
+    return None
+
+
+def headline(recs: list[ResultRecord]) -> dict[str, tuple[ResultRecord, Metric, Any] | None]:
+    """For one row's records: the record and metric behind each measured column (None where nothing measured).
+
+    - TTFT, TPOT: the latency suite (one request at a time); else the serving suite at concurrency 1.
+    - decode tok/s, roofline %, energy: the latency suite; else the throughput suite at batch 1.
+    - best throughput: the highest ``output_tok_s`` over the throughput suite's batch sizes and the serving suite's
+      concurrency levels; the third element says where (``batch 8``, ``concurrency 16``).
+    - peak memory: the memory suite's NVML process peak on a GPU, else its peak RSS of the process tree.
+    """
+    ok = [r for r in recs if r.status == "ok"]
+    by_suite: dict[str, list[ResultRecord]] = {}
+    for r in ok:
+        by_suite.setdefault(r.suite, []).append(r)
+    lat, thr, srv = by_suite.get("latency", []), by_suite.get("throughput", []), by_suite.get("serving", [])
+    mem = by_suite.get("memory", [])
+
+    def first(*options: tuple[list[ResultRecord], dict[str, Any]], name: str):
+        for pool, labels in options:
+            if pool and (hit := _pick(pool, name, **labels)):
+                return (*hit, None)
+        return None
+
+    out: dict[str, Any] = {}
+    for col in (TTFT, TTFT99, TPOT):
+        out[col] = first((lat, {"concurrency": None}), (srv, {"concurrency": 1}), name=COLUMNS[col][0])
+    for col in (DECODE, ROOFLINE, ENERGY):
+        out[col] = first((lat, {}), (thr, {"batch_size": 1}), name=COLUMNS[col][0])
+    best = None
+    for r in thr + srv:
+        for m in r.metrics:
+            if m.name == "output_tok_s" and (best is None or m.value > best[1].value):
+                where = (f"batch {m.labels['batch_size']}" if "batch_size" in m.labels
+                         else f"concurrency {m.labels.get('concurrency')}")  # fmt: skip
+                best = (r, m, where)
+    out[THROUGHPUT] = best
+    out[PEAK] = first((mem, {}), name="nvml_process_peak_bytes") or first((mem, {}), name="peak_rss_bytes")
+    return out
+
+
+def _value(m: Metric, stat: str) -> float:
+    unit = METRICS[m.name].unit if m.name in METRICS else m.unit
+    scale = display_unit(unit)[1]
+    v = getattr(m.stats, stat) if m.stats and stat in ("p50", "p99") else m.value
+    return v * scale
+
+
+def _params(rec: ResultRecord, entry) -> tuple[float, float]:
+    total = rec.model.params_total or (entry.params_total if entry else None)
+    active = rec.model.params_active or (entry.params_active if entry else None) or total
+    return (total / 1e9 if total else math.nan), (active / 1e9 if active else math.nan)
+
+
+def row_key(rec: ResultRecord) -> tuple[str, str, str, str, str]:
+    weights = "dummy" if rec.model.dummy else (rec.model.weights_sha256 or rec.model.revision or "")[:12] or "real"
+    hw = rec.hardware.fingerprint if rec.hardware else "unknown"
+    return rec.model.id, weights, rec.model.quant or rec.model.dtype or "", rec.backend.name, hw
+
+
+@dataclass
+class Board:
+    """The wide table and, per row, the records it was built from (for the charts' raw samples)."""
+
+    table: pd.DataFrame
+    records: dict[int, list[ResultRecord]]
+
+    def samples(self, row: int, metric: str, suite: str | None = None, **labels: Any) -> list[float]:
+        for r in self.records.get(row, []):
+            if r.status != "ok" or (suite and r.suite != suite):
+                continue
+            for m in r.metrics:
+                if m.name == metric and m.samples_key and all(m.labels.get(k) == v for k, v in labels.items()):
+                    return r.samples.get(m.samples_key, [])
+        return []
+
+    def curve(self, row: int, metric: str = "output_tok_s") -> list[tuple[str, int, float, float, float]]:
+        """(sweep, level, median, ci low, ci high) of ``metric`` across batch sizes and concurrency levels."""
+        pts = []
+        for r in self.records.get(row, []):
+            for m in r.metrics:
+                if m.name != metric or r.status != "ok":
+                    continue
+                for sweep in ("batch_size", "concurrency"):
+                    if sweep in m.labels:
+                        lo, hi = (m.stats.ci95_low, m.stats.ci95_high) if m.stats else (m.value, m.value)
+                        pts.append((sweep, int(m.labels[sweep]), m.value, lo, hi))
+        return sorted(pts)
+
+
+def build(records: Iterable[ResultRecord]) -> Board:
+    """One row per (model, weights, quant, backend, hardware), the measured columns of :data:`COLUMNS`, each
+    task's primary accuracy, their average, and bookkeeping (cells, failed cells, newest record)."""
+    from smallbench import models
+
+    groups: dict[tuple, list[ResultRecord]] = {}
+    for r in records:
+        groups.setdefault(row_key(r), []).append(r)
+    rows, by_row = [], {}
+    for i, (key, recs) in enumerate(groups.items()):
+        rec = recs[0]
+        entry = models.entry(rec.model.id)
+        total, active = _params(rec, entry)
+        hw = rec.hardware
+        row: dict[str, Any] = {
+            "model": rec.model.id, "name": entry.display_name if entry else rec.model.id,
+            "maker": entry.maker if entry else "", "role": entry.role if entry else "",
+            "params total (B)": total, "params active (B)": active, "backend": rec.backend.name,
+            "backend version": rec.backend.version or "", "device": rec.backend.device or "",
+            "quant": key[2], "weights": "dummy" if rec.model.dummy else "real",
+            "hardware": hw.accelerator if hw else "unknown", "hardware_id": key[4],
+        }  # fmt: skip
+        picked = headline(recs)
+        for col, (_, stat) in COLUMNS.items():
+            hit = picked[col]
+            row[col] = _value(hit[1], "p50" if stat == "best" else stat) if hit else math.nan
+            if col == DECODE and hit and hit[1].stats:
+                row["decode ci low"], row["decode ci high"] = hit[1].stats.ci95_low, hit[1].stats.ci95_high
+            if col == THROUGHPUT:
+                row["best at"] = hit[2] if hit else ""
+            if col == PEAK:
+                row["memory source"] = ("NVML" if hit[1].name.startswith("nvml") else "RSS") if hit else ""
+        fractions: dict[str, float] = {}
+        if not rec.model.dummy:  # random weights score nothing worth showing
+            acc = [r for r in recs if r.suite == "accuracy" and r.status == "ok"]
+            for r in sorted(acc, key=lambda r: r.created_at):  # the newest run of a task wins
+                for task, m in primary_accuracy(r).items():
+                    row[accuracy_header(task, m)] = _value(m, "value")
+                    if METRICS[m.name].unit == "fraction":
+                        fractions[task] = row[accuracy_header(task, m)]
+        row[ACC_AVG] = sum(fractions.values()) / len(fractions) if fractions else math.nan
+        row["cells"], row["failed"] = len(recs), sum(r.status != "ok" for r in recs)
+        row["updated"] = max(r.created_at for r in recs).strftime("%Y-%m-%d %H:%M")
+        rows.append(row)
+        by_row[i] = recs
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=[*IDENTITY, "hardware_id", *COLUMNS, ACC_AVG])
+    for col in [*COLUMNS, ACC_AVG, "params total (B)", "params active (B)"]:
+        df[col] = pd.to_numeric(df.get(col), errors="coerce")
+    return Board(df, by_row)
+
+
+def accuracy_columns(df: pd.DataFrame) -> list[str]:
+    """The per-task accuracy columns, in the order they appear."""
+    return [c for c in df.columns if len(c.split(" ")) > 1 and c.split(" ")[1] in PRIMARY_ACCURACY]
+
+
+def pareto(df: pd.DataFrame, x: str, y: str, x_higher: bool, y_higher: bool) -> pd.Series:
+    """Rows no other row dominates (at least as good on ``x`` and ``y``, better on one), per the given directions;
+    identical points are all kept; rows with a missing value are not on it."""
+    pts = df[[x, y]].dropna()
+    sx = pts[x] if x_higher else -pts[x]
+    sy = pts[y] if y_higher else -pts[y]
+    order = sorted(zip(sx, sy, pts.index, strict=True), key=lambda t: (-t[0], -t[1]))
+    best, keep = (math.inf, -math.inf), set()
+    for vx, vy, idx in order:
+        if vy > best[1] or (vx, vy) == best:
+            keep.add(idx)
+            best = (vx, vy)
+    return pd.Series([i in keep for i in df.index], index=df.index)
+
+
+def within_noise(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Two medians whose 95 % bootstrap intervals overlap: their difference is within the run-to-run noise."""
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def filter_table(df: pd.DataFrame, hardware: list[str] | None = None, backends: list[str] | None = None,
+                 roles: list[str] | None = None, quants: list[str] | None = None, weights: list[str] | None = None,
+                 params: tuple[float, float] | None = None, search: str = "") -> pd.DataFrame:  # fmt: skip
+    """The rows matching every given filter (None or empty: no filter on that field)."""
+    mask = pd.Series(True, index=df.index)
+    for col, allowed in (("hardware", hardware), ("backend", backends), ("role", roles), ("quant", quants),
+                         ("weights", weights)):  # fmt: skip
+        if allowed:
+            mask &= df[col].isin(allowed)
+    if params:
+        total = df["params total (B)"]
+        mask &= total.isna() | total.between(params[0], params[1])
+    if search:
+        text = df["model"].str.contains(search, case=False, regex=False) | df["name"].str.contains(
+            search, case=False, regex=False)
+        mask &= text
+    return df[mask]
+
+
+def fits(memory_bytes: int, quant: str = "Q4_K_M", context: int = 4096, overhead: int = 2**30) -> pd.DataFrame:
+    """The sizing module's answer for every catalogued model at one memory budget."""
+    from smallbench import models, sizing
+
+    rows = []
+    for name, e in models.catalogue().items():
+        if e.role == "builtin":
+            continue
+        f = sizing.fit(e.config, memory_bytes, quant, context, overhead, params=e.params_total)
+        rows.append({
+            "model": name, "role": e.role, "params total (B)": (e.params_total or math.nan) / 1e9,
+            "weights (GiB)": f.weights / 2**30, "KV per token (KiB)": f.kv.per_token / 1024,
+            "fits": "yes" if f.fits else "no", "sequences at this context": f.sequences_at_context,
+            "longest context (tokens)": f.longest_context,
+        })  # fmt: skip
+    return pd.DataFrame(rows)

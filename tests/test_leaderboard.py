@@ -1,0 +1,236 @@
+"""The leaderboard: its data layer (rules, Pareto, noise, filters, hostile files) and the app in a real browser."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from smallbench import leaderboard as L
+from smallbench.metrics import METRICS, MetricError, reference_markdown
+from smallbench.results import scan_records
+from smallbench.suites.base import SuiteResult
+from tests.records import HOSTILE, hardware, record, write_hostile, write_synthetic
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_every_metric_is_declared_once_and_docs_carry_the_reference():
+    out = SuiteResult()
+    m = out.add("tpot", [0.01, 0.02])
+    assert (m.unit, m.higher_is_better) == ("s/token", False)
+    with pytest.raises(MetricError, match="not declared"):
+        out.add("made_up_metric", [1.0])
+    assert reference_markdown() in (ROOT / "docs" / "metrics.md").read_text(), "docs/metrics.md: regenerate the table"
+    for suite in ("latency", "throughput", "serving", "memory"):  # no suite types a unit or a direction any more
+        src = (ROOT / "suites" / f"{suite}.py").read_text()
+        assert "higher_is_better=" not in src and '"tok/s"' not in src, suite
+
+
+def _rows(*recs):
+    return L.build(recs).table
+
+
+def test_one_row_per_weights_backend_hardware_and_the_rules_for_each_column():
+    rng = random.Random(0)
+    cpu, gpu = hardware(0), hardware(1)
+    recs = [record(s, "minicpm5-1b", "llama-cpp", "Q4_K_M", cpu, rng, params=1_080_632_832)
+            for s in ("latency", "throughput", "memory", "accuracy")]  # fmt: skip
+    recs.append(record("latency", "minicpm5-1b", "llama-cpp", "Q4_K_M", gpu, rng))  # other hardware: other row
+    recs.append(record("throughput", "minicpm5-1b", "vllm", "bfloat16", cpu, rng))  # no latency suite
+    df = _rows(*recs)
+    assert len(df) == 3
+    row = df[(df.backend == "llama-cpp") & (df.hardware_id == cpu.fingerprint)].iloc[0]
+    lat = recs[0]
+    assert row[L.TTFT] == pytest.approx(lat.metric("ttft").stats.p50 * 1e3)  # seconds shown as ms
+    assert row[L.TTFT99] == pytest.approx(lat.metric("ttft").stats.p99 * 1e3)
+    assert row[L.DECODE] == pytest.approx(lat.metric("decode_tok_s").value)  # latency suite wins
+    best = max((m for m in recs[1].metrics), key=lambda m: m.value)
+    assert row[L.THROUGHPUT] == pytest.approx(best.value) and row["best at"] == f"batch {best.labels['batch_size']}"
+    assert row[L.PEAK] == pytest.approx(recs[2].metric("peak_rss_bytes").value / 2**30)
+    assert row["memory source"] == "RSS"
+    accs = [m.value * 100 for m in recs[3].metrics]
+    assert row[L.ACC_AVG] == pytest.approx(sum(accs) / len(accs))
+    assert row["role"] == "sponsor" and row["params total (B)"] == pytest.approx(1.080632832)
+    vllm = df[df.backend == "vllm"].iloc[0]  # decode from the throughput suite's batch 1; nothing else measured
+    want = next(m.value for m in recs[5].metrics if m.name == "output_tok_s" and m.labels["batch_size"] == 1)
+    assert vllm[L.THROUGHPUT] >= want
+    for col in (L.TTFT, L.PEAK, L.ENERGY, L.ACC_AVG):  # missing is missing, never 0
+        assert math.isnan(vllm[col]), col
+
+
+def test_peak_memory_prefers_nvml_and_dummy_rows_carry_no_accuracy():
+    rng = random.Random(1)
+    mem = record("memory", "qwen3-0.6b", "vllm", "bfloat16", hardware(1), rng, dummy=True)
+    extra = SuiteResult()
+    extra.add("nvml_process_peak_bytes", [3 * 2**30])
+    mem.metrics += extra.metrics
+    acc = record("accuracy", "qwen3-0.6b", "vllm", "bfloat16", hardware(1), rng, dummy=True)
+    row = _rows(mem, acc).iloc[0]
+    assert row[L.PEAK] == pytest.approx(3.0) and row["memory source"] == "NVML"
+    assert row["weights"] == "dummy" and math.isnan(row[L.ACC_AVG])
+
+
+def test_pareto_frontier_and_noise():
+    df = pd.DataFrame({"x": [1, 2, 3, 2, 3, math.nan], "y": [9, 8, 5, 7, 5, 10]})
+    # higher x and higher y are better: (1,9), (2,8), (3,5) twice are on it; (2,7) is beaten by (2,8)
+    assert L.pareto(df, "x", "y", True, True).tolist() == [True, True, True, False, True, False]
+    # lower x better (memory): (1,9) beats everything but nothing beats it
+    assert L.pareto(df, "x", "y", False, True).tolist() == [True, False, False, False, False, False]
+    assert L.within_noise((1.0, 2.0), (1.9, 3.0)) and not L.within_noise((1.0, 2.0), (2.1, 3.0))
+
+
+def test_filters():
+    rng = random.Random(2)
+    recs = [record("latency", m, b, q, hardware(h), rng, dummy=d)
+            for m, b, q, h, d in [("minicpm5-1b", "vllm", "bfloat16", 1, False), ("qwen3-4b", "mlx", "4bit", 0, True),
+                                  ("tiny-aya-global", "llama-cpp", "Q4_K_M", 0, False)]]  # fmt: skip
+    df = _rows(*recs)
+    assert L.filter_table(df, backends=["mlx"]).model.tolist() == ["qwen3-4b"]
+    assert L.filter_table(df, weights=["real"], quants=["Q4_K_M"]).model.tolist() == ["tiny-aya-global"]
+    assert set(L.filter_table(df, params=(1.0, 3.5)).model) == {"minicpm5-1b", "tiny-aya-global"}
+    assert L.filter_table(df, roles=["reference"], search="QWEN").model.tolist() == ["qwen3-4b"]
+    assert L.filter_table(df, hardware=[hardware(1).accelerator]).model.tolist() == ["minicpm5-1b"]
+
+
+def test_hostile_files_are_skipped_with_a_note_and_markup_stays_a_string(tmp_path):
+    bad = write_hostile(tmp_path)
+    records, skipped = scan_records(tmp_path)
+    assert [r.model.id for r in records] == [HOSTILE]
+    assert sorted(Path(line.split(":")[0]).name for line in skipped) == sorted(bad)
+    assert any("schema version 99" in s for s in skipped) and any("not UTF-8" in s for s in skipped)
+    assert any("impossible value" in s and "-5.0" in s for s in skipped)
+    from smallbench.app import text
+
+    assert "<" not in text(HOSTILE) and "onerror" in text(HOSTILE)
+
+
+def test_what_fits_panel():
+    df = L.fits(16 * 2**30, "Q4_K_M", 4096)
+    row = df.set_index("model")
+    assert row.loc["nemotron-3-nano-30b-a3b", "fits"] == "no"  # 31.6B in Q4_K_M is ~18 GiB
+    assert row.loc["minicpm5-1b", "fits"] == "yes" and row.loc["minicpm5-1b", "sequences at this context"] > 1
+
+
+# --- the app, served on 127.0.0.1 and driven by Debian's chromium + chromedriver ---------------------------------
+
+CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def _need_browser():
+    if os.path.exists(CHROMIUM) and os.path.exists(DRIVER):
+        return
+    if os.environ.get("CI"):
+        pytest.fail("CI must test the leaderboard in a real browser: scripts/install-browser.sh installs it")
+    pytest.skip("no chromium/chromedriver here (scripts/install-browser.sh installs Debian's)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    _need_browser()
+    folder = tmp_path_factory.mktemp("results")
+    write_synthetic(folder, 40)
+    write_hostile(folder / "hostile")
+    port = _free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = open(folder.parent / "app.log", "w")  # noqa: SIM115 - the server's lifetime is the fixture's
+    proc = subprocess.Popen([sys.executable, str(ROOT / "leaderboard_app.py"), str(folder)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=folder.parent)  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                log.close()
+                pytest.fail("the app did not start: " + (folder.parent / "app.log").read_text()[-2000:])
+            time.sleep(0.5)
+    yield url, folder
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1200"):
+        opts.add_argument(arg)
+    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)  # Debian's driver: nothing is downloaded
+    yield drv
+    drv.quit()
+
+
+def _rowcount(drv) -> int:
+    from selenium.webdriver.common.by import By
+
+    grid = drv.find_element(By.CSS_SELECTOR, "#board [role=grid]")
+    return int(grid.get_attribute("aria-rowcount")) - 1  # minus the header row
+
+
+def test_app_in_a_real_browser(served, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, folder = served
+    out = Path(os.environ.get("SMALLBENCH_TEST_OUT", tmp_path))  # the screenshots
+    out.mkdir(parents=True, exist_ok=True)
+    records, skipped = scan_records(folder)
+    want = len(L.build(records).table)
+    browser.get(url)
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#board [role=grid]") and _rowcount(d) == want)
+    board = browser.find_element(By.ID, "board")
+    assert "minicpm5-1b" in board.text and "decode (tok/s)" in board.text
+    # the hostile record (found with the model search): its name is on the page as characters, and nothing ran
+    search = browser.find_element(By.CSS_SELECTOR, "#f-search textarea, #f-search input")
+    search.send_keys("onerror", Keys.ENTER)
+    wait.until(lambda d: _rowcount(d) == 1 and HOSTILE[:20] in d.find_element(By.ID, "board").text)
+    assert browser.execute_script("return window.__pwned") is None
+    assert not browser.find_elements(By.CSS_SELECTOR, "#board img")
+    note = browser.find_element(By.CSS_SELECTOR, "#skipped textarea").get_attribute("value")
+    assert "not-utf8.json" in note and "future-schema.json" in note
+    browser.save_screenshot(str(out / "leaderboard-hostile.png"))
+    search.send_keys(Keys.CONTROL, "a")
+    search.send_keys(Keys.BACKSPACE, Keys.ENTER)
+    wait.until(lambda d: _rowcount(d) == want)
+    browser.save_screenshot(str(out / "leaderboard-table.png"))
+
+    # a filter: only the vLLM rows stay
+    vllm = len(L.filter_table(L.build(records).table, backends=["vllm"]))
+    label = browser.find_element(By.XPATH, "//*[@id='f-backend']//label[.//span[text()='vllm']]")
+    label.click()
+    wait.until(lambda d: _rowcount(d) == vllm)
+    assert "llama-cpp" not in browser.find_element(By.CSS_SELECTOR, "#board [role=grid]").text
+    browser.save_screenshot(str(out / "leaderboard-filtered.png"))
+
+    # a chart: the trade-off tab draws plotly figures with the Pareto frontier
+    browser.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Trade-offs')]").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#plot-speed .js-plotly-plot .scatterlayer .trace"))
+    assert "Pareto frontier" in browser.find_element(By.ID, "plot-speed").text
+    browser.save_screenshot(str(out / "leaderboard-tradeoffs.png"))
+    assert browser.execute_script("return window.__pwned") is None
