@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +11,7 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -155,14 +157,6 @@ def run(
         raise typer.Exit(1)
 
 
-def _metric(records, name: str, **labels):
-    for r in records:
-        for m in r.metrics:
-            if m.name == name and all(m.labels.get(k) == v for k, v in labels.items()):
-                return m.value
-    return None
-
-
 def print_tables(records) -> None:
     """The speed/memory summary (if any such cell ran), then one accuracy table per model × backend."""
     speed = [r for r in records if r.suite != "accuracy" or r.status != "ok"]  # failed cells show here
@@ -189,35 +183,27 @@ def slowdown_warnings(records) -> list[str]:
 
 
 def summary_table(records) -> Table:
-    """One row per (model, backend): median TTFT, TPOT, decode tok/s at batch 1, peak memory."""
+    """One row per (model, weights, quant, backend, hardware), the leaderboard's columns and rules
+    (smallbench.leaderboard): medians, missing shown as —."""
+    from smallbench import leaderboard as L
+
+    df = L.build(records).table
+    cols = [L.TTFT, L.TPOT, L.DECODE, L.THROUGHPUT, L.PEAK, L.ROOFLINE]
     table = Table(title="smallbench summary (medians)", box=box.SIMPLE_HEAD)
     for col in ("model", "backend", "device", "status"):
         table.add_column(col, no_wrap=True)
-    for col in ("TTFT ms", "TPOT ms", "decode tok/s", "peak RSS MiB"):
+    for col in cols:
         table.add_column(col, justify="right", min_width=max(len(w) for w in col.split()))
-    groups: dict[tuple[str, str], list] = {}
-    for r in records:  # one row per weights variant: a --quant list gives one row each
-        model = f"{r.model.id} [{r.model.quant}]" if r.model.quant else r.model.id
-        groups.setdefault((model, r.backend.name), []).append(r)
-
-    def fmt(v, scale=1.0, digits=1):
-        return "—" if v is None else f"{v * scale:,.{digits}f}"
-
-    for (model, backend), recs in groups.items():
-        ok = [r for r in recs if r.status == "ok"]
-        latency = [r for r in ok if r.suite == "latency"] or [r for r in ok if r.suite != "serving"]
-        decode = _metric(ok, "decode_tok_s", batch_size=1)
-        if decode is None:
-            decode = _metric(latency, "decode_tok_s")
-        peak = _metric(ok, "nvml_process_peak_bytes") or _metric(ok, "peak_rss_bytes")
-        device = next((r.backend.device for r in ok if r.backend.device), "—")
-        failed = len(recs) - len(ok)
-        table.add_row(
-            model, backend, device, "ok" if not failed else f"{failed} failed",
-            fmt(_metric(latency, "ttft"), 1e3, 2), fmt(_metric(latency, "tpot"), 1e3, 2), fmt(decode, digits=0),
-            fmt(peak, 1 / 2**20),
-        )  # fmt: skip
+    for _, row in df.iterrows():
+        model = f"{row['model']} [{row['quant']}]" if row["quant"] else row["model"]
+        status = "ok" if not row["failed"] else f"{row['failed']} failed"
+        table.add_row(escape(model), escape(row["backend"]), escape(row["device"] or "—"), status,
+                      *("—" if math.isnan(row[c]) else f"{row[c]:,.{_digits(row[c])}f}" for c in cols))  # fmt: skip
     return table
+
+
+def _digits(v: float) -> int:
+    return 0 if abs(v) >= 100 else 1 if abs(v) >= 10 else 2
 
 
 def accuracy_tables(records) -> list[Table]:
@@ -402,17 +388,22 @@ def report(
     path: Annotated[Path, typer.Argument(help="Results folder or one record file.")] = Path("results"),
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | parquet | markdown")] = "table",
     out: Annotated[Path | None, typer.Option("--out", help="File to write (csv/parquet/markdown).")] = None,
+    wide: Annotated[bool, typer.Option(help="Export the leaderboard's table (one row per model × weights × quant × "
+                                            "backend × hardware) instead of one row per metric.")] = False,
 ) -> None:
     """Summarise result records, or export them as CSV / Parquet / Markdown."""
-    from smallbench.results import export, read_records, records_to_frame
+    from smallbench.leaderboard import build
+    from smallbench.results import export, records_to_frame, scan_records
 
-    records = read_records(path)
+    records, skipped = scan_records(path)
+    for line in skipped:
+        err_console.print(f"skipped: {line}", markup=False, highlight=False, soft_wrap=True)
     if not records:
         raise SmallbenchError(f"no result records under '{path}'")
     if fmt == "table":
         print_tables(records)
         return
-    df = records_to_frame(records)
+    df = build(records).table if wide else records_to_frame(records)
     if fmt in ("csv", "parquet"):
         if out is None:
             raise SmallbenchError(f"--format {fmt} needs --out FILE.{fmt}")
@@ -420,13 +411,70 @@ def report(
         console.print(f"wrote {len(df)} rows to {out}")
     elif fmt == "markdown":
         cols = ["model", "backend", "device", "suite", "metric", "value", "unit", "p50", "p90", "cv", "status"]
-        text = df[[c for c in cols if c in df.columns]].to_markdown(index=False) if _has_tabulate() else df.to_string()
+        df = df if wide else df[[c for c in cols if c in df.columns]]
+        text = df.to_markdown(index=False) if _has_tabulate() else df.to_string()
         if out:
             out.write_text(text + "\n")
         else:
             console.print(text, markup=False)
     else:
         raise SmallbenchError(f"unknown format '{fmt}'; choose from: table, csv, parquet, markdown")
+
+
+@app.command()
+def leaderboard(
+    results: Annotated[str | None, typer.Argument(help="Results folder, or hf://datasets/ORG/NAME (default: "
+                                                       "$SMALLBENCH_RESULTS_REPO, else ./results).")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind (a Space binds 0.0.0.0 itself).")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Port (default: Gradio's, 7860).")] = None,
+) -> None:
+    """Serve the leaderboard app locally (the same app a Hugging Face Space runs)."""
+    _need_app()
+    from smallbench.app import main as serve
+
+    serve(results, host=host, port=port)
+
+
+@app.command()
+def publish(
+    results: Annotated[Path, typer.Argument(help="Results folder or one record file.")],
+    repo: Annotated[str, typer.Option(help="Hub dataset repo the leaderboard reads: ORG/NAME.")],
+    private: Annotated[bool, typer.Option(help="Create the dataset repo private.")] = False,
+) -> None:
+    """Upload new result records to a Hub dataset repo (token: HF_TOKEN or `hf auth login`)."""
+    from smallbench.publish import publish as upload
+
+    new, old, skipped = upload(results, repo, private)
+    for line in skipped:
+        err_console.print(f"skipped: {line}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"uploaded {new} new records to datasets/{repo} ({old} already there)", markup=False)
+
+
+@app.command()
+def space(
+    out: Annotated[Path, typer.Argument(help="New folder to write the Space into.")],
+    results: Annotated[Path | None, typer.Option(help="Records to ship with the Space.")] = Path("results"),
+    repo: Annotated[str | None, typer.Option(help="Read records from this Hub dataset instead (ORG/NAME).")] = None,
+) -> None:
+    """Write a ready-to-push Hugging Face Space folder: app, requirements, README front matter, results."""
+    _need_app()
+    from smallbench.publish import write_space
+
+    if repo is None and results is not None and not results.exists():
+        raise SmallbenchError(f"no results at '{results}' (give --results FOLDER or --repo ORG/NAME)")
+    copied, skipped = write_space(out, None if repo else results, repo)
+    for line in skipped:
+        err_console.print(f"skipped: {line}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote the Space to {out}/ ({copied} records); push it with: hf upload --repo-type space "
+                  f"ORG/NAME {out}", markup=False, soft_wrap=True)  # fmt: skip
+
+
+def _need_app() -> None:
+    import importlib.util
+
+    missing = [m for m in ("gradio", "plotly") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SmallbenchError(f"the leaderboard needs {' and '.join(missing)}: pip install 'smallbench[app]'")
 
 
 def _has_tabulate() -> bool:

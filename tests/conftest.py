@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -44,3 +48,35 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | N
         [sys.executable, "-m", "smallbench.cli", *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})},
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def serve_app(args: list[str], cwd: Path, timeout: float = 120):
+    """Run ``python leaderboard_app.py ARGS`` (or another script) in ``cwd`` on a free 127.0.0.1 port until it
+    answers; yields its base URL and stops it after."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = cwd / f"app-{port}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        url, deadline = f"http://127.0.0.1:{port}/", time.time() + timeout
+        try:
+            while True:
+                try:
+                    urllib.request.urlopen(url, timeout=2)
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.time() > deadline:
+                        pytest.fail("the app did not start: " + log.read_text()[-2000:])
+                    time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.read().decode()

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from smallbench import load_results
-from tests.conftest import run_cli
+from tests.conftest import fetch, run_cli, serve_app
 
 SMALL = ["--prompt-tokens", "16", "--gen-tokens", "8", "--repeats", "3", "--warmup", "1"]
 
@@ -21,7 +21,7 @@ def main_run(tmp_path_factory, tiny_path):
 def test_main_job_prints_table_and_writes_loadable_records(main_run):
     cwd, res = main_run
     assert res.returncode == 0, res.stderr
-    for col in ("TTFT ms", "TPOT ms", "decode tok/s", "peak RSS MiB"):
+    for col in ("TTFT p50 (ms)", "TPOT p50 (ms/token)", "decode (tok/s)", "peak memory (GiB)"):
         assert col in res.stdout
     assert "tiny-llama" in res.stdout and "transformers" in res.stdout
     files = sorted((cwd / "results").glob("*.json"))
@@ -55,7 +55,7 @@ def test_report_exports(main_run):
     csv, pq = pd.read_csv(cwd / "r.csv"), pd.read_parquet(cwd / "r.parquet")
     assert len(csv) == len(pq) == len(load_results(cwd / "results"))
     table = run_cli("report", "results", cwd=cwd)
-    assert table.returncode == 0 and "TTFT ms" in table.stdout
+    assert table.returncode == 0 and "TTFT p50 (ms)" in table.stdout
 
 
 @pytest.mark.parametrize(
@@ -105,3 +105,14 @@ def test_report_warns_of_trials_that_got_steadily_slower(main_run, tmp_path):
     plain = run_cli("report", "results", cwd=cwd)
     assert "steadily slower" not in plain.stderr
     assert load_results(tmp_path / "hot.json").query("metric == 'tpot'")["slowdown_flag"].iloc[0]
+
+
+def test_leaderboard_app_shows_what_the_main_job_left(main_run):
+    """The quickstart's main job, then `python leaderboard_app.py` in the same folder: the app reads ./results."""
+    from pathlib import Path
+
+    cwd, _ = main_run
+    app = Path(__file__).parents[1] / "leaderboard_app.py"
+    with serve_app([str(app)], cwd=cwd) as url:
+        config = fetch(url + "config")
+    assert "tiny-llama" in config and "3 records in results" in config and "decode (tok/s)" in config

@@ -6,20 +6,18 @@ import math
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from smallbench import leaderboard as L
-from smallbench.metrics import METRICS, MetricError, reference_markdown
+from smallbench.metrics import MetricError, reference_markdown
 from smallbench.results import scan_records
 from smallbench.suites.base import SuiteResult
+from tests.conftest import fetch, run_cli, serve_app
 from tests.records import HOSTILE, hardware, record, write_hostile, write_synthetic
 
 ROOT = Path(__file__).parents[1]
@@ -124,7 +122,8 @@ def test_what_fits_panel():
 
 # --- the app, served on 127.0.0.1 and driven by Debian's chromium + chromedriver ---------------------------------
 
-CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
 def _need_browser():
@@ -135,38 +134,14 @@ def _need_browser():
     pytest.skip("no chromium/chromedriver here (scripts/install-browser.sh installs Debian's)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     _need_browser()
     folder = tmp_path_factory.mktemp("results")
     write_synthetic(folder, 40)
     write_hostile(folder / "hostile")
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(folder.parent / "app.log", "w")  # noqa: SIM115 - the server's lifetime is the fixture's
-    proc = subprocess.Popen([sys.executable, str(ROOT / "leaderboard_app.py"), str(folder)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=folder.parent)  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                log.close()
-                pytest.fail("the app did not start: " + (folder.parent / "app.log").read_text()[-2000:])
-            time.sleep(0.5)
-    yield url, folder
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    with serve_app([str(ROOT / "leaderboard_app.py"), str(folder)], cwd=folder.parent) as url:
+        yield url, folder
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +209,47 @@ def test_app_in_a_real_browser(served, browser, tmp_path):
     assert "Pareto frontier" in browser.find_element(By.ID, "plot-speed").text
     browser.save_screenshot(str(out / "leaderboard-tradeoffs.png"))
     assert browser.execute_script("return window.__pwned") is None
+
+
+def test_space_folder_runs_on_its_own_copy_of_smallbench(tmp_path):
+    write_synthetic(tmp_path / "results", 8)
+    write_hostile(tmp_path / "results" / "hostile")
+    res = run_cli("space", "space", "--results", "results", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "skipped:" in res.stderr and "9 records" in res.stdout  # 8 + the markup-named record, a valid one
+    space = tmp_path / "space"
+    readme = (space / "README.md").read_text()
+    front = readme.split("---")[1]
+    for key in ("sdk: gradio", "app_file: leaderboard_app.py", "sdk_version: 6."):
+        assert key in front
+    reqs = (space / "requirements.txt").read_text().split()
+    assert reqs and all("==" in r for r in reqs) and any(r.startswith("gradio==6.") for r in reqs)
+    assert len(list((space / "results").rglob("*.json"))) == 9  # only valid records ship
+    where = subprocess.run([sys.executable, "-c", "import smallbench.app as a; print(a.__file__)"], cwd=space,
+                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert where.startswith(str(space)), where  # the Space imports the vendored package, not this checkout
+    with serve_app(["leaderboard_app.py"], cwd=space) as url:
+        config = fetch(url + "config")
+    assert "minicpm5-1b" in config and "9 records in results" in config
+    again = run_cli("space", "space", cwd=tmp_path)
+    assert again.returncode != 0 and "not empty" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_publish_goes_as_far_as_the_upload_and_fails_in_one_line_offline(tmp_path):
+    from smallbench.publish import valid_records
+
+    write_synthetic(tmp_path / "r", 4)
+    write_hostile(tmp_path / "r" / "hostile")
+    files, skipped = valid_records(tmp_path / "r")
+    assert len(files) == 5 and len(skipped) == 6  # 4 synthetic + the markup-named one, which is a valid record
+    res = run_cli("publish", "r", "--repo", "someone/smallbench-results", cwd=tmp_path,
+                  env={"HF_HUB_OFFLINE": "1", "HF_TOKEN": "hf_" + "x" * 30})  # fmt: skip
+    lines = [line for line in res.stderr.splitlines() if not line.startswith("skipped:")]
+    assert res.returncode != 0 and len(lines) == 1, res.stderr
+    assert "cannot publish to the Hub dataset someone/smallbench-results" in lines[0]
+    assert "hf_xxx" not in res.stderr + res.stdout
+    bad = run_cli("publish", "r", "--repo", "../../etc", cwd=tmp_path)
+    assert bad.returncode != 0 and "not a Hub repo id" in bad.stderr and "Traceback" not in bad.stderr
+    hub = run_cli("leaderboard", "hf://datasets/someone/x", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert hub.returncode != 0 and "cannot read the results dataset someone/x" in hub.stderr
+    assert "Traceback" not in hub.stderr
