@@ -22,6 +22,7 @@ from smallbench.results import scan_records
 
 #: Where the app reads records when neither an argument nor SMALLBENCH_RESULTS_REPO says otherwise.
 DEFAULT_RESULTS = "results"
+ALL = "(all hardware)"
 TITLE = "smallbench — small open LLMs across Transformers, vLLM, llama.cpp and MLX"
 
 
@@ -58,7 +59,7 @@ def text(s: Any) -> str:
 
 def _label(row: pd.Series) -> str:
     parts = [row["backend"], row["quant"] or "—"] + (["dummy"] if row["weights"] == "dummy" else [])
-    return " · ".join(str(p) for p in parts)
+    return " · ".join(str(p) for p in [*parts, row["hardware"]])
 
 
 def display(df: pd.DataFrame) -> pd.DataFrame:
@@ -211,7 +212,7 @@ def build_app(board: L.Board, skipped: list[str], where: str):
                 tradeoff_figure(sub, L.PEAK, False, f"accuracy vs peak memory · {text(hw or 'all hardware')}"))
 
     def on_compare(model, hw, col):
-        rows = df[(df["model"] == model) & ((df["hardware"] == hw) if hw else True)]
+        rows = df[(df["model"] == model) & ((df["hardware"] == hw) if hw != ALL else True)]
         return compare_figure(board, rows, col), distribution_figure(board, rows), concurrency_figure(board, rows)
 
     def on_fit(memory, quant, context):
@@ -247,7 +248,9 @@ def build_app(board: L.Board, skipped: list[str], where: str):
             download = gr.DownloadButton("Download CSV (filtered)", value=csv_file(shown), elem_id="download")
             inputs = [f_hw, f_be, f_role, f_quant, f_w, f_lo, f_hi, f_search]
             for comp in inputs:
-                (comp.submit if comp is f_search else comp.change)(on_filter, inputs, [table, download])
+                # straight request/response (no queue, no spinner): the filter is a pandas mask, milliseconds
+                (comp.submit if comp is f_search else comp.change)(on_filter, inputs, [table, download], queue=False,
+                                                                   show_progress="hidden")  # fmt: skip
         with gr.Tab("Trade-offs", elem_id="tab-tradeoffs"):
             t_hw = gr.Dropdown(hardware, value=hardware[0] if hardware else None, label="hardware")
             p1, p2 = gr.Plot(elem_id="plot-speed"), gr.Plot(elem_id="plot-memory")
@@ -255,8 +258,9 @@ def build_app(board: L.Board, skipped: list[str], where: str):
             demo.load(on_tradeoff, t_hw, [p1, p2])
         with gr.Tab("Compare backends", elem_id="tab-compare"):
             with gr.Row():
-                c_model = gr.Dropdown(models, value=models[0] if models else None, label="model")
-                c_hw = gr.Dropdown(hardware, value=hardware[0] if hardware else None, label="hardware")
+                top = df["model"].value_counts()  # the model measured on the most backends/quants comes first
+                c_model = gr.Dropdown(models, value=top.index[0] if len(top) else None, label="model")
+                c_hw = gr.Dropdown([ALL, *hardware], value=ALL, label="hardware")
                 c_col = gr.Dropdown([L.DECODE, L.TTFT, L.TPOT, L.PEAK, L.ROOFLINE], value=L.DECODE, label="metric")
             c1, c2, c3 = gr.Plot(elem_id="plot-compare"), gr.Plot(elem_id="plot-dist"), gr.Plot(elem_id="plot-conc")
             for comp in (c_model, c_hw, c_col):

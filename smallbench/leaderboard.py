@@ -89,7 +89,7 @@ def headline(recs: list[ResultRecord]) -> dict[str, tuple[ResultRecord, Metric, 
     - TTFT, TPOT: the latency suite (one request at a time); else the serving suite at concurrency 1.
     - decode tok/s, roofline %, energy: the latency suite; else the throughput suite at batch 1.
     - best throughput: the highest ``output_tok_s`` over the throughput suite's batch sizes and the serving suite's
-      concurrency levels; the third element says where (``batch 8``, ``concurrency 16``).
+      concurrency levels; the ``best at`` column says where (``batch 8``, ``concurrency 16``).
     - peak memory: the memory suite's NVML process peak on a GPU, else its peak RSS of the process tree.
     """
     ok = [r for r in recs if r.status == "ok"]
