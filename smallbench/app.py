@@ -199,8 +199,9 @@ def build_app(board: L.Board, skipped: list[str], where: str):
     hardware = _choices(df, "hardware")
     models = _choices(df, "model")
 
-    def filtered(hw, be, role, quant, weights, lo, hi, search) -> pd.DataFrame:
-        return L.filter_table(df, hw, be, role, quant, weights, (lo, hi) if (lo, hi) != (0, pmax) else None, search)
+    def filtered(hw, be, role, quant, weights, shapes, lo, hi, search) -> pd.DataFrame:
+        return L.filter_table(df, hw, be, role, quant, weights, (lo, hi) if (lo, hi) != (0, pmax) else None, search,
+                              shapes)  # fmt: skip
 
     def on_filter(*args):
         sub = display(filtered(*args))
@@ -240,13 +241,14 @@ def build_app(board: L.Board, skipped: list[str], where: str):
             with gr.Row():
                 f_quant = gr.CheckboxGroup(_choices(df, "quant"), label="quantization", elem_id="f-quant")
                 f_w = gr.CheckboxGroup(["real", "dummy"], label="weights", elem_id="f-weights")
+                f_shape = gr.CheckboxGroup(_choices(df, L.SHAPE), label="shape (prompt→gen tokens)", elem_id="f-shape")
                 f_lo = gr.Slider(0, pmax, 0, step=0.1, label="params total ≥ (B)")
                 f_hi = gr.Slider(0, pmax, pmax, step=0.1, label="params total ≤ (B)")
                 f_search = gr.Textbox(label="model contains", elem_id="f-search")
             table = gr.Dataframe(shown, datatype=datatypes(shown), interactive=False, pinned_columns=2,
                                  max_height=640, show_search="search", elem_id="board", wrap=False)  # fmt: skip
             download = gr.DownloadButton("Download CSV (filtered)", value=csv_file(shown), elem_id="download")
-            inputs = [f_hw, f_be, f_role, f_quant, f_w, f_lo, f_hi, f_search]
+            inputs = [f_hw, f_be, f_role, f_quant, f_w, f_shape, f_lo, f_hi, f_search]
             for comp in inputs:
                 # straight request/response (no queue, no spinner): the filter is a pandas mask, milliseconds
                 (comp.submit if comp is f_search else comp.change)(on_filter, inputs, [table, download], queue=False,

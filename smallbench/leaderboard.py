@@ -49,8 +49,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 TTFT, TTFT99, TPOT, DECODE, THROUGHPUT, PEAK, ROOFLINE, ENERGY = COLUMNS
 ACC_AVG = "accuracy avg (%)"
+SHAPE = "shape (prompt→gen tokens)"
 IDENTITY = ["model", "name", "maker", "role", "params total (B)", "params active (B)", "backend", "backend version",
-            "device", "quant", "weights", "hardware"]  # fmt: skip
+            "device", "quant", "weights", SHAPE, "hardware"]  # fmt: skip
 
 
 def primary_accuracy(rec: ResultRecord) -> dict[str, Metric]:
@@ -141,6 +142,13 @@ def row_key(rec: ResultRecord) -> tuple[str, str, str, str, str]:
     return rec.model.id, weights, rec.model.quant or rec.model.dtype or "", rec.backend.name, hw
 
 
+def shape(rec: ResultRecord) -> str:
+    """The workload a speed or memory record measured (``64→16``: prompt → generated tokens); "" for accuracy."""
+    st = rec.settings
+    return f"{st['prompt_tokens']}→{st.get('gen_tokens', '?')}" if rec.suite != "accuracy" and "prompt_tokens" in st \
+        else ""
+
+
 @dataclass
 class Board:
     """The wide table and, per row, the records it was built from (for the charts' raw samples)."""
@@ -172,13 +180,22 @@ class Board:
 
 
 def build(records: Iterable[ResultRecord]) -> Board:
-    """One row per (model, weights, quant, backend, hardware), the measured columns of :data:`COLUMNS`, each
-    task's primary accuracy, their average, and bookkeeping (cells, failed cells, newest record)."""
+    """One row per (model, weights, quant, backend, hardware) and workload shape, the measured columns of
+    :data:`COLUMNS`, each task's primary accuracy, their average, and bookkeeping (cells, failed cells, newest
+    record). Numbers of different shapes never share a row; accuracy belongs to the weights, so it joins every
+    shape's row of the same weights, backend and hardware (and makes a row of its own where nothing else ran)."""
     from smallbench import models
 
-    groups: dict[tuple, list[ResultRecord]] = {}
+    speed: dict[tuple, list[ResultRecord]] = {}
+    accuracy: dict[tuple, list[ResultRecord]] = {}
     for r in records:
-        groups.setdefault(row_key(r), []).append(r)
+        if sh := shape(r):
+            speed.setdefault((*row_key(r), sh), []).append(r)
+        else:
+            accuracy.setdefault(row_key(r), []).append(r)
+    groups = {key: recs + accuracy.get(key[:-1], []) for key, recs in speed.items()}
+    measured = {key[:-1] for key in speed}
+    groups.update({(*key, ""): recs for key, recs in accuracy.items() if key not in measured})
     rows, by_row = [], {}
     for i, (key, recs) in enumerate(groups.items()):
         rec = recs[0]
@@ -190,7 +207,7 @@ def build(records: Iterable[ResultRecord]) -> Board:
             "maker": entry.maker if entry else "", "role": entry.role if entry else "",
             "params total (B)": total, "params active (B)": active, "backend": rec.backend.name,
             "backend version": rec.backend.version or "", "device": rec.backend.device or "",
-            "quant": key[2], "weights": "dummy" if rec.model.dummy else "real",
+            "quant": key[2], "weights": "dummy" if rec.model.dummy else "real", SHAPE: key[5],
             "hardware": hw.accelerator if hw else "unknown", "hardware_id": key[4],
         }  # fmt: skip
         picked = headline(recs)
@@ -251,11 +268,12 @@ def within_noise(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 def filter_table(df: pd.DataFrame, hardware: list[str] | None = None, backends: list[str] | None = None,
                  roles: list[str] | None = None, quants: list[str] | None = None, weights: list[str] | None = None,
-                 params: tuple[float, float] | None = None, search: str = "") -> pd.DataFrame:  # fmt: skip
+                 params: tuple[float, float] | None = None, search: str = "",
+                 shapes: list[str] | None = None) -> pd.DataFrame:  # fmt: skip
     """The rows matching every given filter (None or empty: no filter on that field)."""
     mask = pd.Series(True, index=df.index)
     for col, allowed in (("hardware", hardware), ("backend", backends), ("role", roles), ("quant", quants),
-                         ("weights", weights)):  # fmt: skip
+                         ("weights", weights), (SHAPE, shapes)):  # fmt: skip
         if allowed:
             mask &= df[col].isin(allowed)
     if params:

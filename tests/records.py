@@ -27,7 +27,7 @@ def hardware(kind: int) -> HardwareInfo:
 
 
 def record(suite: str, model: str, backend: str, quant: str, hw: HardwareInfo, rng: random.Random,
-           dummy: bool = False, params: int | None = None) -> ResultRecord:  # fmt: skip
+           dummy: bool = False, params: int | None = None, prompt: int = 128) -> ResultRecord:  # fmt: skip
     speed = rng.uniform(5, 200)
     out = SuiteResult()
     if suite == "latency":
@@ -47,7 +47,8 @@ def record(suite: str, model: str, backend: str, quant: str, hw: HardwareInfo, r
             out.metrics.append(_acc(task, rng.uniform(0.3, 0.8)))
     return ResultRecord(
         smallbench_version="0.1.0", cell_id=f"{model}-{backend}-{quant}-{suite}-{rng.random():.9f}", run_id="synthetic",
-        status="ok", suite=suite, model=ModelRecord(id=model, dummy=dummy, params_total=params, quant=quant),
+        status="ok", suite=suite, settings={} if suite == "accuracy" else {"prompt_tokens": prompt, "gen_tokens": 32},
+        model=ModelRecord(id=model, dummy=dummy, params_total=params, quant=quant),
         backend=BackendInfo(name=backend, version="1.0", device="cpu"), hardware=hw, metrics=out.metrics,
         samples=out.samples,
     )  # fmt: skip

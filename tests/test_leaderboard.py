@@ -67,6 +67,22 @@ def test_one_row_per_weights_backend_hardware_and_the_rules_for_each_column():
         assert math.isnan(vllm[col]), col
 
 
+def test_workload_shapes_never_share_a_row_and_accuracy_joins_each():
+    rng = random.Random(3)
+    cpu = hardware(0)
+    short, long = (record("latency", "minicpm5-1b", "llama-cpp", "Q4_K_M", cpu, rng, prompt=p) for p in (64, 512))
+    acc = record("accuracy", "minicpm5-1b", "llama-cpp", "Q4_K_M", cpu, rng)
+    other = record("accuracy", "qwen3-4b", "llama-cpp", "Q4_K_M", cpu, rng)  # accuracy only: a row of its own
+    df = _rows(short, long, acc, other).set_index(["model", L.SHAPE])
+    assert sorted(df.index) == [("minicpm5-1b", "512→32"), ("minicpm5-1b", "64→32"), ("qwen3-4b", "")]
+    assert df.loc[("minicpm5-1b", "64→32"), L.TTFT] == pytest.approx(short.metric("ttft").value * 1e3)
+    assert df.loc[("minicpm5-1b", "512→32"), L.TTFT] == pytest.approx(long.metric("ttft").value * 1e3)
+    for sh in ("64→32", "512→32"):
+        assert df.loc[("minicpm5-1b", sh), L.ACC_AVG] == pytest.approx(100 * sum(m.value for m in acc.metrics) / 2)
+    assert math.isnan(df.loc[("qwen3-4b", ""), L.TTFT]) and not math.isnan(df.loc[("qwen3-4b", ""), L.ACC_AVG])
+    assert len(L.filter_table(df.reset_index(), shapes=["64→32"])) == 1
+
+
 def test_peak_memory_prefers_nvml_and_dummy_rows_carry_no_accuracy():
     rng = random.Random(1)
     mem = record("memory", "qwen3-0.6b", "vllm", "bfloat16", hardware(1), rng, dummy=True)
