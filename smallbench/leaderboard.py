@@ -72,7 +72,7 @@ def primary_accuracy(rec: ResultRecord) -> dict[str, Metric]:
 
 def accuracy_header(task: str, m: Metric) -> str:
     unit, _ = display_unit(m.unit)
-    return f"{task} {m.name} ({unit})" if unit else f"{task} {m.name}"
+    return f"{task} {m.name} ({unit})" if unit and unit != "perplexity" else f"{task} {m.name}"
 
 
 def _pick(recs: list[ResultRecord], name: str, **labels: Any) -> tuple[ResultRecord, Metric] | None:
