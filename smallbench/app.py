@@ -23,6 +23,8 @@ from smallbench.results import scan_records
 #: Where the app reads records when neither an argument nor SMALLBENCH_RESULTS_REPO says otherwise.
 DEFAULT_RESULTS = "results"
 ALL = "(all hardware)"
+#: Rows the table sends to the browser at once, best first by the chosen column; the CSV has every matching row.
+PAGE = 100
 TITLE = "smallbench — small open LLMs across Transformers, vLLM, llama.cpp and MLX"
 
 
@@ -193,19 +195,21 @@ def build_app(board: L.Board, skipped: list[str], where: str):
     import gradio as gr
 
     df = board.table
-    shown = display(df)
+    sort_cols = [c for c in (L.ACC_AVG, L.DECODE, L.THROUGHPUT, L.TTFT, L.PEAK, L.ROOFLINE, L.ENERGY) if c in df]
     total = df["params total (B)"].dropna()
     pmax = float(math.ceil(total.max())) if not total.empty else 32.0
     hardware = _choices(df, "hardware")
     models = _choices(df, "model")
 
-    def filtered(hw, be, role, quant, weights, shapes, lo, hi, search) -> pd.DataFrame:
-        return L.filter_table(df, hw, be, role, quant, weights, (lo, hi) if (lo, hi) != (0, pmax) else None, search,
-                              shapes)  # fmt: skip
+    def on_filter(sort, hw, be, role, quant, weights, shapes, lo, hi, search):
+        sub = L.filter_table(df, hw, be, role, quant, weights, (lo, hi) if (lo, hi) != (0, pmax) else None, search,
+                             shapes)  # fmt: skip
+        sub = display(L.rank(sub, sort))
+        note = (f"{len(sub)} matching rows" if len(sub) <= PAGE else
+                f"the best {PAGE} of {len(sub)} matching rows by {sort}; narrow the filters, or download them all")
+        return sub.head(PAGE), note, csv_file(sub)
 
-    def on_filter(*args):
-        sub = display(filtered(*args))
-        return sub, csv_file(sub)
+    first = on_filter(sort_cols[0], *([None] * 5), None, 0, pmax, "")
 
     def on_tradeoff(hw):
         sub = df[df["hardware"] == hw] if hw else df
@@ -245,14 +249,17 @@ def build_app(board: L.Board, skipped: list[str], where: str):
                 f_lo = gr.Slider(0, pmax, 0, step=0.1, label="params total ≥ (B)")
                 f_hi = gr.Slider(0, pmax, pmax, step=0.1, label="params total ≤ (B)")
                 f_search = gr.Textbox(label="model contains", elem_id="f-search")
-            table = gr.Dataframe(shown, datatype=datatypes(shown), interactive=False, pinned_columns=2,
+            with gr.Row():
+                f_sort = gr.Dropdown(sort_cols, value=sort_cols[0], label="best first by", elem_id="f-sort")
+                shown = gr.Textbox(first[1], show_label=False, interactive=False, elem_id="shown")
+            table = gr.Dataframe(first[0], datatype=datatypes(first[0]), interactive=False, pinned_columns=1,
                                  max_height=640, show_search="search", elem_id="board", wrap=False)  # fmt: skip
-            download = gr.DownloadButton("Download CSV (filtered)", value=csv_file(shown), elem_id="download")
-            inputs = [f_hw, f_be, f_role, f_quant, f_w, f_shape, f_lo, f_hi, f_search]
+            download = gr.DownloadButton("Download CSV (all matching rows)", value=first[2], elem_id="download")
+            inputs = [f_sort, f_hw, f_be, f_role, f_quant, f_w, f_shape, f_lo, f_hi, f_search]
             for comp in inputs:
                 # straight request/response (no queue, no spinner): the filter is a pandas mask, milliseconds
-                (comp.submit if comp is f_search else comp.change)(on_filter, inputs, [table, download], queue=False,
-                                                                   show_progress="hidden")  # fmt: skip
+                event = comp.submit if comp is f_search else comp.change
+                event(on_filter, inputs, [table, shown, download], queue=False, show_progress="hidden")
         with gr.Tab("Trade-offs", elem_id="tab-tradeoffs"):
             t_hw = gr.Dropdown(hardware, value=hardware[0] if hardware else None, label="hardware")
             p1, p2 = gr.Plot(elem_id="plot-speed"), gr.Plot(elem_id="plot-memory")

@@ -246,6 +246,19 @@ def accuracy_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if len(c.split(" ")) > 1 and c.split(" ")[1] in PRIMARY_ACCURACY]
 
 
+def higher_is_better(col: str) -> bool:
+    """Direction of a table column: accuracy and rates up, times, memory and energy down."""
+    if col not in COLUMNS:
+        return True  # accuracy columns (perplexity aside)
+    metric = COLUMNS[col][0]
+    return bool(METRICS["peak_rss_bytes" if metric == "peak_memory" else metric].higher_is_better)
+
+
+def rank(df: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Rows best first by ``col`` (in its own direction), rows without it last."""
+    return df.sort_values(col, ascending=not higher_is_better(col), na_position="last", kind="stable")
+
+
 def pareto(df: pd.DataFrame, x: str, y: str, x_higher: bool, y_higher: bool) -> pd.Series:
     """Rows no other row dominates (at least as good on ``x`` and ``y``, better on one), per the given directions;
     identical points are all kept; rows with a missing value are not on it."""

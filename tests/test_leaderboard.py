@@ -104,6 +104,13 @@ def test_pareto_frontier_and_noise():
     assert L.within_noise((1.0, 2.0), (1.9, 3.0)) and not L.within_noise((1.0, 2.0), (2.1, 3.0))
 
 
+def test_rank_best_first_in_each_columns_direction_missing_last():
+    df = pd.DataFrame({L.DECODE: [5.0, math.nan, 9.0], L.TTFT: [30.0, 10.0, math.nan], L.ACC_AVG: [40, 60, 50]})
+    assert L.rank(df, L.DECODE)[L.DECODE].tolist()[:2] == [9.0, 5.0]  # higher is better
+    assert L.rank(df, L.TTFT).index.tolist() == [1, 0, 2]  # lower is better, NaN last
+    assert L.rank(df, L.ACC_AVG).index.tolist() == [1, 2, 0]
+
+
 def test_filters():
     rng = random.Random(2)
     recs = [record("latency", m, b, q, hardware(h), rng, dummy=d)
@@ -269,3 +276,9 @@ def test_publish_goes_as_far_as_the_upload_and_fails_in_one_line_offline(tmp_pat
     hub = run_cli("leaderboard", "hf://datasets/someone/x", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
     assert hub.returncode != 0 and "cannot read the results dataset someone/x" in hub.stderr
     assert "Traceback" not in hub.stderr
+
+
+def test_app_builds_with_no_records_at_all():
+    from smallbench.app import build_app
+
+    assert build_app(L.build([]), [], "an empty folder") is not None
