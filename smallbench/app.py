@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from smallbench import leaderboard as L
-from smallbench.metrics import METRICS, reference_markdown
+from smallbench.metrics import reference_markdown
 from smallbench.results import scan_records
 
 #: Where the app reads records when neither an argument nor SMALLBENCH_RESULTS_REPO says otherwise.
@@ -104,8 +104,8 @@ def compare_figure(board: L.Board, rows: pd.DataFrame, col: str):
     overlap the best bar's are marked "within noise" (the difference is not shown to be real)."""
     import plotly.graph_objects as go
 
-    metric, stat = L.COLUMNS[col]
-    higher = METRICS["peak_rss_bytes" if metric == "peak_memory" else metric].higher_is_better
+    stat = L.COLUMNS[col][1]
+    higher = L.higher_is_better(col)
     bars = []
     for idx, row in rows.iterrows():
         hit = L.headline(board.records[idx])[col]

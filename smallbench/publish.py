@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from smallbench.errors import SmallbenchError, one_line
-from smallbench.results import iter_record_files, read_record
+from smallbench.results import scan_record_files
 
 REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 #: The Space's pinned requirements besides smallbench's own dependencies.
@@ -28,14 +28,8 @@ def check_repo(repo: str) -> str:
 
 def valid_records(folder: Path) -> tuple[list[Path], list[str]]:
     """The record files under ``folder`` that read back valid, and one line per skipped file."""
-    files, skipped = [], []
-    for f in iter_record_files(folder):
-        try:
-            read_record(f)
-            files.append(f)
-        except SmallbenchError as exc:
-            skipped.append(str(exc))
-    return files, skipped
+    found, skipped = scan_record_files(folder)
+    return [f for f, _ in found], skipped
 
 
 def publish(folder: Path, repo: str, private: bool = False, message: str | None = None) -> tuple[int, int, list[str]]:

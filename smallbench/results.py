@@ -150,15 +150,21 @@ def iter_record_files(path: str | os.PathLike) -> list[Path]:
     )
 
 
-def scan_records(path: str | os.PathLike = "results") -> tuple[list[ResultRecord], list[str]]:
-    """Every valid record under ``path``, and one line per file that was skipped and why."""
-    records, skipped = [], []
+def scan_record_files(path: str | os.PathLike = "results") -> tuple[list[tuple[Path, ResultRecord]], list[str]]:
+    """Every valid record under ``path`` with its file, and one line per file that was skipped and why."""
+    found, skipped = [], []
     for f in iter_record_files(path):
         try:
-            records.append(read_record(f))
+            found.append((f, read_record(f)))
         except SmallbenchError as exc:
             skipped.append(str(exc))
-    return records, skipped
+    return found, skipped
+
+
+def scan_records(path: str | os.PathLike = "results") -> tuple[list[ResultRecord], list[str]]:
+    """Every valid record under ``path``, and one line per file that was skipped and why."""
+    found, skipped = scan_record_files(path)
+    return [r for _, r in found], skipped
 
 
 def read_records(path: str | os.PathLike = "results") -> list[ResultRecord]:
