@@ -5,10 +5,10 @@ The adapter uses mlx-lm's own engine and stamps tokens as they reach the host:
 - ``stream``: ``mlx_lm.generate.generate_step`` (what ``stream_generate`` and ``mlx_lm.benchmark``
   run, without the detokenizer), greedy; one timestamp per yielded token;
 - ``generate_batch``: mlx-lm's ``BatchGenerator`` (continuous batching), every sequence in one batch;
-- ``loglikelihood``: the model's logits, requests grouped by context: the context runs once into a KV
-  cache and each continuation is scored from a copy of it. The scoring context is the whole request,
-  cut from the left only at the model's own context length (as lm-eval does; mlx-lm's evaluate
-  drops the context beyond a fixed token budget).
+- ``loglikelihood``: the model's logits; requests that share a context run it once into a KV cache and
+  each continuation is scored from a copy of it, the rest run as right-padded batches. The scoring
+  context is the whole request, cut from the left only at the model's own context length (as lm-eval
+  does; mlx-lm's evaluate drops the context beyond a fixed token budget).
 
 Models: an MLX repo on the Hub (``mlx-community/...``), any local or Hub Hugging Face checkpoint of
 an architecture mlx-lm knows, or the built-in model. ``--quant`` (``float32``, ``float16``,
@@ -57,6 +57,7 @@ FLOAT_QUANTS = {"float32": "float32", "f32": "float32", "fp32": "float32", "floa
 BIT_QUANTS = {f"{b}bit": b for b in (8, 6, 5, 4, 3, 2)}
 GROUP_SIZE = 64  # mlx_lm.convert's default
 PREFILL_STEP = 2048  # mlx-lm's default prompt chunk
+SCORE_BATCH = 16  # sequences per forward pass when scoring requests that share no context
 
 
 def normalize_quant(quant: str) -> str:
@@ -196,6 +197,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
         self.quant: str | None = None
         self.dtype: str | None = None
         self.prefill_step = PREFILL_STEP
+        self.score_batch = SCORE_BATCH
         self._eos: set[int] = set()
         self._vocab_size = 0
         self._model_vocab = 0
@@ -221,8 +223,9 @@ class MLXBackend(HFTokenizerMixin, Backend):
         from mlx_lm import load
         from mlx_lm.utils import get_total_parameters
 
-        opts = own_options(spec.options, {"prefill_step_size"})
+        opts = own_options(spec.options, {"prefill_step_size", "score_batch"})
         self.prefill_step = int(opts.pop("prefill_step_size", PREFILL_STEP))
+        self.score_batch = int(opts.pop("score_batch", SCORE_BATCH))
         if opts:
             raise SmallbenchError(f"unknown mlx option(s): {', '.join(opts)}")
         if spec.dtype != "auto" and spec.dtype not in FLOAT_QUANTS:
@@ -397,10 +400,10 @@ class MLXBackend(HFTokenizerMixin, Backend):
         return mx.concatenate(rows) if len(rows) > 1 else rows[0]
 
     def loglikelihood(self, requests: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        """Requests grouped by context: the context runs once into a KV cache and each continuation is
-        scored from a copy of it; a lone request runs as one sequence. Each request is cut from the left
-        to the model's context length + 1 (lm-eval's layout), nowhere else."""
-        mx = self._mx
+        """Requests that share a context of more than one token run it once into a KV cache and score
+        each continuation from a copy of it; the rest run as length-sorted, right-padded batches of
+        ``(context + continuation)[:-1]`` (lm-eval's layout; a causal model's logits before the padding
+        do not see it). Each request is cut from the left to the model's context length + 1, nowhere else."""
         from mlx_lm.models.cache import make_prompt_cache
 
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -413,22 +416,51 @@ class MLXBackend(HFTokenizerMixin, Backend):
             whole = (ctx + cont)[-(self._max_context + 1) :]
             groups.setdefault(tuple(whole[: len(whole) - len(cont)]), []).append(i)
         results: dict[int, tuple[float, bool]] = {}
+        plain: list[int] = []
         for ctx_t, idx in groups.items():
-            ctx = list(ctx_t)
-            cache = make_prompt_cache(self.model)
-            if len(idx) == 1:
-                cont = requests[idx[0]][1]
-                results[idx[0]] = _score(self._forward(ctx + cont[:-1], cache, len(cont)), cont)
+            if len(idx) == 1 or len(ctx_t) == 1:  # nothing shared, or a lone BOS: not worth a cache
+                plain.extend(idx)
                 continue
-            first = self._forward(ctx, cache, 1)
+            cache = make_prompt_cache(self.model)
+            first = self._forward(list(ctx_t), cache, 1)
             for k, i in enumerate(idx):
                 cont = requests[i][1]
                 rows = first
                 if len(cont) > 1:
                     own = cache if k == len(idx) - 1 else copy.deepcopy(cache)
-                    rows = mx.concatenate([first, self._forward(cont[:-1], own, len(cont) - 1)])
+                    rows = self._mx.concatenate([first, self._forward(cont[:-1], own, len(cont) - 1)])
                 results[i] = _score(rows, cont)
+        self._score_plain(requests, plain, results)
         return [results[i] for i in range(len(requests))]
+
+    def _score_plain(self, requests, indices: list[int], results: dict) -> None:
+        """Batches of up to ``score_batch`` right-padded sequences; one longer than a prefill chunk runs alone,
+        chunked into its own KV cache."""
+        mx = self._mx
+        from mlx_lm.models.cache import make_prompt_cache
+
+        prepared = []
+        for i in indices:
+            ctx, cont = requests[i]
+            whole = (ctx + cont)[-(self._max_context + 1) :]
+            prepared.append((i, whole[:-1], cont))
+        prepared.sort(key=lambda r: -len(r[1]))
+        long = [r for r in prepared if len(r[1]) > self.prefill_step]
+        for i, inp, cont in long:
+            results[i] = _score(self._forward(inp, make_prompt_cache(self.model), len(cont)), cont)
+        short = prepared[len(long) :]
+        for b in range(0, len(short), self.score_batch):
+            chunk = short[b : b + self.score_batch]
+            width = len(chunk[0][1])
+            with mx.stream(self.mx_stream):
+                logits = self.model(mx.array([inp + [0] * (width - len(inp)) for _, inp, _ in chunk]))
+                rows = []
+                for r, (_, inp, cont) in enumerate(chunk):
+                    x = logits[r, len(inp) - len(cont) : len(inp)].astype(mx.float32)
+                    rows.append(x - mx.logsumexp(x, axis=-1, keepdims=True))
+                mx.eval(rows)
+            for (i, _, cont), lp in zip(chunk, rows, strict=True):
+                results[i] = _score(lp, cont)
 
     # -- self-description --------------------------------------------------------------------
     def describe(self) -> BackendInfo:
@@ -436,7 +468,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
         import mlx_lm
 
         flags: dict[str, Any] = {"mlx": mx.__version__, "prefill_step_size": self.prefill_step,
-                                 "metal": mx.metal.is_available()}  # fmt: skip
+                                 "score_batch": self.score_batch, "metal": mx.metal.is_available()}  # fmt: skip
         with contextlib.suppress(Exception):
             flags["device_info"] = {k: v for k, v in mx.device_info().items() if isinstance(v, str | int | float)}
         if self.weights:

@@ -4,8 +4,12 @@ Targets (issue 15): first render < 3 s, a filter < 300 ms. Measured, per repeat:
 - startup (not seen by a visitor, once per Space boot): reading + validating every record, building the table;
 - first render: page requested → the table's grid in the DOM with its rows counted (aria-rowcount; the table
   sends the best PAGE rows, the download has every row);
-- filter: a backend checkbox clicked → the grid holds the filtered row count (browser → server → browser);
-- the same filter in Python alone (filter, rank, display, CSV), to show where the time goes.
+- filter: a backend checkbox clicked (checked, then unchecked: two filters per page load) → the table's last
+  change in the DOM, timed inside the page: the click event's timestamp to the last mutation of the table,
+  observed until it has been quiet for a second (the WebDriver commands' own latency is not part of it); then
+  the table is checked to show the filtered rows;
+- the same filter in Python alone (filter, rank, display), to show where the time goes; the CSV of all matching
+  rows is written only when its button is pressed, timed apart.
 Run: python benchmarks/leaderboard_render.py [--records 10000] [--repeats 5]
 """
 
@@ -46,6 +50,15 @@ def rowcount(drv) -> int:
     return int(grids[0].get_attribute("aria-rowcount")) - 1 if grids else -1
 
 
+#: Timestamps inside the page: the click (capture phase, before any handler) and the table's last DOM change.
+OBSERVE = """
+window.__click = undefined; window.__last = undefined;
+document.addEventListener('click', () => { window.__click = performance.now(); }, {capture: true, once: true});
+new MutationObserver(() => { if (window.__click !== undefined) window.__last = performance.now(); })
+  .observe(document.querySelector('#board'), {subtree: true, childList: true, characterData: true, attributes: true});
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=10_000)
@@ -65,12 +78,15 @@ def main() -> None:
         t_build = time.perf_counter() - t
         rows = len(board.table)
         shown = min(rows, PAGE)  # the table sends the best PAGE rows; the CSV has them all
-        want = min(len(L.filter_table(board.table, backends=["vllm"])), PAGE)
-        py = []
+        n_vllm = len(L.filter_table(board.table, backends=["vllm"]))
+        py, csv = [], []
         for _ in range(args.repeats):
             t = time.perf_counter()
-            csv_file(display(L.rank(L.filter_table(board.table, backends=["vllm"]), L.ACC_AVG)))
+            sub = display(L.rank(L.filter_table(board.table, backends=["vllm"]), L.ACC_AVG))
             py.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            csv_file(sub)
+            csv.append(time.perf_counter() - t)
         first, filt = [], []
         with serve_app([str(ROOT / "leaderboard_app.py"), str(folder)], cwd=Path(tmp), timeout=300) as url:
             drv = browser()
@@ -83,11 +99,15 @@ def main() -> None:
                     drv.get(url)
                     WebDriverWait(drv, 120, poll_frequency=0.01).until(lambda d: rowcount(d) == shown)
                     first.append(time.perf_counter() - t)
-                    box = drv.find_element(By.XPATH, "//*[@id='f-backend']//label[.//span[text()='vllm']]")
-                    t = time.perf_counter()
-                    box.click()
-                    WebDriverWait(drv, 60, poll_frequency=0.005).until(lambda d: rowcount(d) == want)
-                    filt.append(time.perf_counter() - t)
+                    time.sleep(3.0)  # the page's own start-up work (the charts of the other tabs) is done
+                    for expect in (n_vllm, rows):  # the vLLM box checked, then unchecked: two filters
+                        drv.execute_script(OBSERVE)
+                        drv.find_element(By.XPATH, "//*[@id='f-backend']//label[.//span[text()='vllm']]").click()
+                        WebDriverWait(drv, 60, poll_frequency=0.05).until(
+                            lambda d: d.execute_script("return performance.now() - (window.__last || 1e12) > 1000"))
+                        filt.append(drv.execute_script("return (window.__last - window.__click) / 1e3"))
+                        note = drv.find_element(By.CSS_SELECTOR, "#shown textarea, #shown input").get_attribute("value")
+                        assert rowcount(drv) == min(expect, PAGE) and f"of {expect} matching" in note, note
             finally:
                 drv.quit()
 
@@ -101,8 +121,9 @@ def main() -> None:
     print(f"| startup: read + validate records | {t_scan * 1e3:,.0f} ms | — | — |")
     print(f"| startup: build the table | {t_build * 1e3:,.0f} ms | — | — |")
     print(f"| first render (browser) | {fmt(first)} | 3,000 ms | {statistics.median(first) / 3:.0%} |")
-    print(f"| filter (browser round trip) | {fmt(filt)} | 300 ms | {statistics.median(filt) / 0.3:.0%} |")
+    print(f"| filter (click → table redrawn) | {fmt(filt)} | 300 ms | {statistics.median(filt) / 0.3:.0%} |")
     print(f"| filter (Python only) | {fmt(py)} | — | — |")
+    print(f"| CSV of the matching rows (on its button) | {fmt(csv)} | — | — |")
 
 
 if __name__ == "__main__":

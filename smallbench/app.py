@@ -24,7 +24,7 @@ from smallbench.results import scan_records
 DEFAULT_RESULTS = "results"
 ALL = "(all hardware)"
 #: Rows the table sends to the browser at once, best first by the chosen column; the CSV has every matching row.
-PAGE = 100
+PAGE = 50
 TITLE = "smallbench — small open LLMs across Transformers, vLLM, llama.cpp and MLX"
 
 
@@ -64,11 +64,21 @@ def _label(row: pd.Series) -> str:
     return " · ".join(str(p) for p in [*parts, row["hardware"]])
 
 
-def display(df: pd.DataFrame) -> pd.DataFrame:
-    """The table as shown: identity columns first, measured columns rounded, bookkeeping last."""
-    acc = L.accuracy_columns(df)
-    cols = [*L.IDENTITY, L.ACC_AVG, *acc, *L.COLUMNS, "best at", "memory source", "cells", "failed", "updated"]
-    out = df.reindex(columns=[c for c in cols if c in df.columns or c in L.IDENTITY])
+#: The columns the table shows until a visitor picks others (every column is in the picker and the CSV).
+SHOWN = ["model", "params total (B)", "backend", "quant", "weights", L.SHAPE, "hardware", L.ACC_AVG, *L.COLUMNS]
+
+
+def display_columns(df: pd.DataFrame) -> list[str]:
+    """Every column in display order: identity first, accuracy, measured columns, bookkeeping last."""
+    cols = [*L.IDENTITY, L.ACC_AVG, *L.accuracy_columns(df), *L.COLUMNS, "best at", "memory source", "cells",
+            "failed", "updated"]  # fmt: skip
+    return [c for c in cols if c in df.columns or c in L.IDENTITY]
+
+
+def display(df: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """The table as shown (``columns``: a subset to keep, in display order), measured columns rounded."""
+    cols = display_columns(df)
+    out = df.reindex(columns=[c for c in cols if columns is None or c in columns])
     num = out.select_dtypes("number").columns
     out[num] = out[num].round(3)
     return out
@@ -201,15 +211,34 @@ def build_app(board: L.Board, skipped: list[str], where: str):
     hardware = _choices(df, "hardware")
     models = _choices(df, "model")
 
-    def on_filter(sort, hw, be, role, quant, weights, shapes, lo, hi, search):
+    def matching(sort, hw, be, role, quant, weights, shapes, lo, hi, search) -> pd.DataFrame:
         sub = L.filter_table(df, hw, be, role, quant, weights, (lo, hi) if (lo, hi) != (0, pmax) else None, search,
                              shapes)  # fmt: skip
-        sub = display(L.rank(sub, sort))
-        note = (f"{len(sub)} matching rows" if len(sub) <= PAGE else
-                f"the best {PAGE} of {len(sub)} matching rows by {sort}; narrow the filters, or download them all")
-        return sub.head(PAGE), note, csv_file(sub)
+        return L.rank(sub, sort)
 
-    first = on_filter(sort_cols[0], *([None] * 5), None, 0, pmax, "")
+    def view(*args) -> tuple[pd.DataFrame, str]:
+        """The best PAGE matching rows in the chosen columns, and a note saying how many matched."""
+        *filters, columns = args
+        sub = matching(*filters)
+        note = (f"{len(sub)} matching rows" if len(sub) <= PAGE else
+                f"the best {PAGE} of {len(sub)} matching rows by {filters[0]}; narrow the filters, or download them "
+                "all")  # fmt: skip
+        return display(sub.head(PAGE), columns), note
+
+    def on_filter(*args):
+        """The table and note; the CSV link is cleared: it is written, with every column, only when asked for."""
+        return *view(*args), None
+
+    def on_columns(*args):
+        """As on_filter, with the table's column types sent again (they follow the chosen columns)."""
+        shown, note = view(*args)
+        return gr.Dataframe(shown, datatype=datatypes(shown)), note, None
+
+    def on_csv(*args):
+        return csv_file(display(matching(*args[:-1])))
+
+    all_columns = display_columns(df)
+    first = view(sort_cols[0], *([None] * 5), None, 0, pmax, "", SHOWN)
 
     def on_tradeoff(hw):
         sub = df[df["hardware"] == hw] if hw else df
@@ -252,14 +281,21 @@ def build_app(board: L.Board, skipped: list[str], where: str):
             with gr.Row():
                 f_sort = gr.Dropdown(sort_cols, value=sort_cols[0], label="best first by", elem_id="f-sort")
                 shown = gr.Textbox(first[1], show_label=False, interactive=False, elem_id="shown")
+            with gr.Accordion("columns", open=False):
+                f_cols = gr.CheckboxGroup(all_columns, value=[c for c in SHOWN if c in all_columns],
+                                          show_label=False, elem_id="f-columns")  # fmt: skip
             table = gr.Dataframe(first[0], datatype=datatypes(first[0]), interactive=False, pinned_columns=1,
                                  max_height=640, show_search="search", elem_id="board", wrap=False)  # fmt: skip
-            download = gr.DownloadButton("Download CSV (all matching rows)", value=first[2], elem_id="download")
-            inputs = [f_sort, f_hw, f_be, f_role, f_quant, f_w, f_shape, f_lo, f_hi, f_search]
+            with gr.Row():
+                make_csv = gr.Button("CSV of all matching rows", size="sm", elem_id="make-csv")
+                download = gr.File(label="CSV", interactive=False, elem_id="download")
+            inputs = [f_sort, f_hw, f_be, f_role, f_quant, f_w, f_shape, f_lo, f_hi, f_search, f_cols]
             for comp in inputs:
                 # straight request/response (no queue, no spinner): the filter is a pandas mask, milliseconds
                 event = comp.submit if comp is f_search else comp.change
-                event(on_filter, inputs, [table, shown, download], queue=False, show_progress="hidden")
+                event(on_columns if comp is f_cols else on_filter, inputs, [table, shown, download], queue=False,
+                      show_progress="hidden")  # fmt: skip
+            make_csv.click(on_csv, inputs, download, queue=False)
         with gr.Tab("Trade-offs", elem_id="tab-tradeoffs"):
             t_hw = gr.Dropdown(hardware, value=hardware[0] if hardware else None, label="hardware")
             p1, p2 = gr.Plot(elem_id="plot-speed"), gr.Plot(elem_id="plot-memory")

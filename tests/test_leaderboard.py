@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import random
@@ -225,6 +226,12 @@ def test_app_in_a_real_browser(served, browser, tmp_path):
     wait.until(lambda d: _rowcount(d) == vllm)
     assert "llama-cpp" not in browser.find_element(By.CSS_SELECTOR, "#board [role=grid]").text
     browser.save_screenshot(str(out / "leaderboard-filtered.png"))
+    # the CSV of the filtered rows, written when its button is pressed
+    browser.find_element(By.ID, "make-csv").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#download a[href*='.csv']"))
+    href = browser.find_element(By.CSS_SELECTOR, "#download a[href*='.csv']").get_attribute("href")
+    csv = pd.read_csv(io.StringIO(fetch(href)))
+    assert len(csv) == vllm and set(csv["backend"]) == {"vllm"}
 
     # a chart: the trade-off tab draws plotly figures with the Pareto frontier
     browser.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Trade-offs')]").click()
