@@ -23,8 +23,10 @@ from smallbench.results import scan_records
 #: Where the app reads records when neither an argument nor SMALLBENCH_RESULTS_REPO says otherwise.
 DEFAULT_RESULTS = "results"
 ALL = "(all hardware)"
-#: Rows the table sends to the browser at once, best first by the chosen column; the CSV has every matching row.
+#: Rows the table sends to the browser at once (a visitor picks from PAGES), best first by the chosen column; the
+#: CSV has every matching row.
 PAGE = 50
+PAGES = [25, 50, 100, 250]
 TITLE = "smallbench — small open LLMs across Transformers, vLLM, llama.cpp and MLX"
 
 
@@ -217,13 +219,13 @@ def build_app(board: L.Board, skipped: list[str], where: str):
         return L.rank(sub, sort)
 
     def view(*args) -> tuple[pd.DataFrame, str]:
-        """The best PAGE matching rows in the chosen columns, and a note saying how many matched."""
-        *filters, columns = args
-        sub = matching(*filters)
-        note = (f"{len(sub)} matching rows" if len(sub) <= PAGE else
-                f"the best {PAGE} of {len(sub)} matching rows by {filters[0]}; narrow the filters, or download them "
-                "all")  # fmt: skip
-        return display(sub.head(PAGE), columns), note
+        """The best ``rows`` matching rows in the chosen columns, and a note saying how many matched."""
+        *filters, columns, rows = args
+        sub, rows = matching(*filters), int(rows or PAGE)
+        note = (f"{len(sub)} matching rows" if len(sub) <= rows else
+                f"the best {rows} of {len(sub)} matching rows by {filters[0]}; narrow the filters, show more rows, "
+                "or download them all")  # fmt: skip
+        return display(sub.head(rows), columns), note
 
     def on_filter(*args):
         """The table and note; the CSV link is cleared: it is written, with every column, only when asked for."""
@@ -235,10 +237,10 @@ def build_app(board: L.Board, skipped: list[str], where: str):
         return gr.Dataframe(shown, datatype=datatypes(shown)), note, None
 
     def on_csv(*args):
-        return csv_file(display(matching(*args[:-1])))
+        return csv_file(display(matching(*args[:-2])))
 
     all_columns = display_columns(df)
-    first = view(sort_cols[0], *([None] * 5), None, 0, pmax, "", SHOWN)
+    first = view(sort_cols[0], *([None] * 5), None, 0, pmax, "", SHOWN, PAGE)
 
     def on_tradeoff(hw):
         sub = df[df["hardware"] == hw] if hw else df
@@ -280,6 +282,7 @@ def build_app(board: L.Board, skipped: list[str], where: str):
                 f_search = gr.Textbox(label="model contains", elem_id="f-search")
             with gr.Row():
                 f_sort = gr.Dropdown(sort_cols, value=sort_cols[0], label="best first by", elem_id="f-sort")
+                f_rows = gr.Dropdown(PAGES, value=PAGE, label="rows shown", elem_id="f-rows")
                 shown = gr.Textbox(first[1], show_label=False, interactive=False, elem_id="shown")
             with gr.Accordion("columns", open=False):
                 f_cols = gr.CheckboxGroup(all_columns, value=[c for c in SHOWN if c in all_columns],
@@ -289,7 +292,7 @@ def build_app(board: L.Board, skipped: list[str], where: str):
             with gr.Row():
                 make_csv = gr.Button("CSV of all matching rows", size="sm", elem_id="make-csv")
                 download = gr.File(label="CSV", interactive=False, elem_id="download")
-            inputs = [f_sort, f_hw, f_be, f_role, f_quant, f_w, f_shape, f_lo, f_hi, f_search, f_cols]
+            inputs = [f_sort, f_hw, f_be, f_role, f_quant, f_w, f_shape, f_lo, f_hi, f_search, f_cols, f_rows]
             for comp in inputs:
                 # straight request/response (no queue, no spinner): the filter is a pandas mask, milliseconds
                 event = comp.submit if comp is f_search else comp.change
