@@ -7,7 +7,10 @@ If the process dies outright, the parent runner writes the failed record instead
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -145,7 +148,34 @@ def run_cell(spec: CellSpec) -> ResultRecord:
         return failed_record(spec, one_line(exc), hardware, software, backend_info, started)
 
 
+def _end_group() -> None:
+    os.killpg(0, signal.SIGKILL)  # this cell and every engine process it started; nothing is written
+
+
+def tie_to_runner() -> None:
+    """A cell started by the runner (its own process group, SMALLBENCH_RUNNER_PID set) ends its whole group when
+    the runner stops it (SIGTERM) or dies (PR_SET_PDEATHSIG on Linux; elsewhere a watch of the parent pid), so no
+    engine goes on without its timeout and no result arrives after the run has ended."""
+    runner = os.environ.get("SMALLBENCH_RUNNER_PID")
+    if not runner or os.getpgid(0) != os.getpid():
+        return  # run by hand: leave the caller's process group alone
+    signal.signal(signal.SIGTERM, lambda *_: _end_group())
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != int(runner):
+                _end_group()
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="smallbench-runner-watch", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
+    tie_to_runner()
     spec = CellSpec.model_validate_json(Path(argv[1]).read_text(encoding="utf-8"))
     record = run_cell(spec)
     write_record(record, Path(spec.record_path))
