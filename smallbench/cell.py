@@ -89,6 +89,31 @@ def roofline(backend: BackendInfo, hardware: HardwareInfo, info: LoadedModelInfo
     return Roofline(bw, source, info.config, info.weights_bytes, dtype) if bw else None
 
 
+#: Real faults for the fault-injection tests, never set in use: "KIND:SUITE:BACKEND[:QUANT],..." makes the matching
+#: cell, once its model is loaded, crash in native code (segv), hang (hang) or allocate past a memory limit (oom).
+INJECT_ENV = "SMALLBENCH_INJECT_FAULT"
+
+
+def inject_fault(spec: CellSpec) -> None:
+    for item in filter(None, os.environ.get(INJECT_ENV, "").split(",")):
+        kind, suite, backend, *quant = item.split(":")
+        if (suite, backend, quant[0] if quant else spec.model.quant) != (spec.suite, spec.backend, spec.model.quant):
+            continue
+        if kind == "segv":
+            import ctypes
+
+            ctypes.string_at(0)  # a real SIGSEGV in native code
+        elif kind == "hang":
+            time.sleep(10**6)
+        elif kind == "oom":  # a real address-space limit just above what the cell uses, then a 4 GiB allocation
+            import resource
+
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            resource.setrlimit(resource.RLIMIT_AS, (used + 2**28, resource.getrlimit(resource.RLIMIT_AS)[1]))
+            bytearray(2**32)
+
+
 def run_cell(spec: CellSpec) -> ResultRecord:
     started = time.perf_counter()
     hardware, software = hardware_info(), software_versions()
@@ -113,6 +138,7 @@ def run_cell(spec: CellSpec) -> ResultRecord:
         load = LoadRecord(seconds=load_s, rss_before_bytes=p.rss_start_bytes, rss_after_bytes=p.rss_end_bytes,
                           rss_peak_bytes=p.rss_peak_bytes)  # fmt: skip
         backend_info = backend.describe()
+        inject_fault(spec)
         roof = roofline(backend_info, hardware, info, cpu_bandwidth) if suite.uses_roofline else None
         meter = energy.meter_for(backend_info.device)
         try:

@@ -101,7 +101,7 @@ def write_record(record: ResultRecord, path: Path) -> None:
     """Write atomically: a reader sees the old file or the whole new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = redact(record.model_dump_json(indent=2)) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -112,6 +112,16 @@ def write_record(record: ResultRecord, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sweep_partial(folder: Path) -> None:
+    """Remove the temp files of record writers that died mid-write (``.NAME.PID.*.tmp``; a live writer's stay)."""
+    from smallbench.runner import alive
+
+    for f in Path(folder).glob(".*.tmp"):
+        pid = f.name.rsplit(".json.", 1)[-1].split(".")[0]
+        if pid.isdigit() and not alive(int(pid)):
+            f.unlink(missing_ok=True)
 
 
 #: A record holds summaries and raw samples: tens of kB, a few MB for a long sweep. Far larger is not a record.

@@ -32,7 +32,8 @@ from smallbench.cell import CellSpec, failed_record
 from smallbench.errors import SmallbenchError
 from smallbench.hardware import HardwareInfo
 from smallbench.models import ResolvedModel
-from smallbench.results import ModelRecord, ResultRecord, read_record, redact, write_record
+from smallbench.paths import SCRATCH_ENV
+from smallbench.results import ModelRecord, ResultRecord, read_record, redact, sweep_partial, write_record
 from smallbench.suites import get_suite
 
 LOG_DIR = ".logs"
@@ -153,7 +154,7 @@ class Interrupted(KeyboardInterrupt):
 def _cell_env(tmp: str) -> dict[str, str]:
     """The child's environment: its temp files go in the runner's per-cell folder (removed after the cell, whatever
     happens to it), and it knows its runner, so that it ends itself if the runner dies."""
-    return {**os.environ, "TMPDIR": tmp, "TMP": tmp, "TEMP": tmp, "SMALLBENCH_RUNNER_PID": str(os.getpid())}
+    return {**os.environ, SCRATCH_ENV: tmp, "SMALLBENCH_RUNNER_PID": str(os.getpid())}
 
 
 def run_one(cell: Cell, timeout: float, hardware: HardwareInfo, software: dict[str, str]) -> ResultRecord:
@@ -224,11 +225,11 @@ def sweep_temp() -> None:
     """Remove per-cell temp folders whose runner is gone (one killed with SIGKILL cannot clean up after itself)."""
     for d in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*-*"):
         pid = d.name.removeprefix(TMP_PREFIX).split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -253,6 +254,8 @@ def execute(
     runs on one folder never run the same cell at once: a cell another live run holds is put off to the end, then
     waited for, and its record reused if it ended ok. SIGTERM is handled like Ctrl-C (:class:`Interrupted`)."""
     sweep_temp()
+    for folder in {c.path.parent for c in cells if c.path.parent.is_dir()}:
+        sweep_partial(folder)
     done: dict[int, ResultRecord] = {}
 
     def one(i: int, cell: Cell, reuse: bool) -> None:
