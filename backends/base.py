@@ -104,6 +104,11 @@ class Backend(ABC):
         engine), given its ``LoadSpec.options``; it ends the cell's one-line reason."""
         return None
 
+    @classmethod  # noqa: B027 - optional hook
+    def check_quant(cls, quant: str) -> None:
+        """Raise SmallbenchError (one line, the choices) unless ``quant`` names a variant this backend makes or
+        selects; checked before any cell starts. Only backends that take ``--quant`` are asked."""
+
     @classmethod
     def missing(cls) -> str | None:
         """None when the backend's library is importable, else a one-line install hint."""

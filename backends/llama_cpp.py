@@ -236,6 +236,7 @@ class LlamaCppBackend(Backend):
     requires_module = "llama_cpp"
     install_hint = "pip install 'smallbench[llama-cpp]' (builds llama.cpp; for CUDA/Metal see the README)"
     takes_quant = True
+
     capabilities = Capabilities(
         streaming=True,
         batching=True,
@@ -246,6 +247,14 @@ class LlamaCppBackend(Backend):
         quant_formats=["F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "IQ4_XS"],
         devices=["cpu", "cuda", "metal"],
     )
+
+    @classmethod
+    def check_quant(cls, quant: str) -> None:
+        from smallbench.gguf_export import file_types
+
+        if quant.upper() not in (types := file_types()):
+            raise SmallbenchError(f"--quant '{quant}' is not a GGUF file type llama.cpp knows; choose from: "
+                                  f"{', '.join(types)}")  # fmt: skip
 
     def __init__(self) -> None:
         self.model = None

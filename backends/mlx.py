@@ -176,6 +176,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
     requires_module = "mlx_lm"
     install_hint = "pip install 'smallbench[mlx]' (Apple Silicon: Metal; Linux: the CPU build mlx[cpu])"
     takes_quant = True
+
     capabilities = Capabilities(
         streaming=True,
         batching=True,
@@ -185,6 +186,10 @@ class MLXBackend(HFTokenizerMixin, Backend):
         quant_formats=["float32", "float16", "bfloat16", *BIT_QUANTS],
         devices=["cpu", "metal", "cuda"],
     )
+
+    @classmethod
+    def check_quant(cls, quant: str) -> None:
+        normalize_quant(quant)
 
     def __init__(self) -> None:
         self.model = None

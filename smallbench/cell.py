@@ -7,7 +7,10 @@ If the process dies outright, the parent runner writes the failed record instead
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -86,6 +89,31 @@ def roofline(backend: BackendInfo, hardware: HardwareInfo, info: LoadedModelInfo
     return Roofline(bw, source, info.config, info.weights_bytes, dtype) if bw else None
 
 
+#: Real faults for the fault-injection tests, never set in use: "KIND:SUITE:BACKEND[:QUANT],..." makes the matching
+#: cell, once its model is loaded, crash in native code (segv), hang (hang) or allocate past a memory limit (oom).
+INJECT_ENV = "SMALLBENCH_INJECT_FAULT"
+
+
+def inject_fault(spec: CellSpec) -> None:
+    for item in filter(None, os.environ.get(INJECT_ENV, "").split(",")):
+        kind, suite, backend, *quant = item.split(":")
+        if (suite, backend, quant[0] if quant else spec.model.quant) != (spec.suite, spec.backend, spec.model.quant):
+            continue
+        if kind == "segv":
+            import ctypes
+
+            ctypes.string_at(0)  # a real SIGSEGV in native code
+        elif kind == "hang":
+            time.sleep(10**6)
+        elif kind == "oom":  # a real address-space limit just above what the cell uses, then a 4 GiB allocation
+            import resource
+
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            resource.setrlimit(resource.RLIMIT_AS, (used + 2**28, resource.getrlimit(resource.RLIMIT_AS)[1]))
+            bytearray(2**32)
+
+
 def run_cell(spec: CellSpec) -> ResultRecord:
     started = time.perf_counter()
     hardware, software = hardware_info(), software_versions()
@@ -110,6 +138,7 @@ def run_cell(spec: CellSpec) -> ResultRecord:
         load = LoadRecord(seconds=load_s, rss_before_bytes=p.rss_start_bytes, rss_after_bytes=p.rss_end_bytes,
                           rss_peak_bytes=p.rss_peak_bytes)  # fmt: skip
         backend_info = backend.describe()
+        inject_fault(spec)
         roof = roofline(backend_info, hardware, info, cpu_bandwidth) if suite.uses_roofline else None
         meter = energy.meter_for(backend_info.device)
         try:
@@ -145,7 +174,34 @@ def run_cell(spec: CellSpec) -> ResultRecord:
         return failed_record(spec, one_line(exc), hardware, software, backend_info, started)
 
 
+def _end_group() -> None:
+    os.killpg(0, signal.SIGKILL)  # this cell and every engine process it started; nothing is written
+
+
+def tie_to_runner() -> None:
+    """A cell started by the runner (its own process group, SMALLBENCH_RUNNER_PID set) ends its whole group when
+    the runner stops it (SIGTERM) or dies (PR_SET_PDEATHSIG on Linux; elsewhere a watch of the parent pid), so no
+    engine goes on without its timeout and no result arrives after the run has ended."""
+    runner = os.environ.get("SMALLBENCH_RUNNER_PID")
+    if not runner or os.getpgid(0) != os.getpid():
+        return  # run by hand: leave the caller's process group alone
+    signal.signal(signal.SIGTERM, lambda *_: _end_group())
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != int(runner):
+                _end_group()
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="smallbench-runner-watch", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
+    tie_to_runner()
     spec = CellSpec.model_validate_json(Path(argv[1]).read_text(encoding="utf-8"))
     record = run_cell(spec)
     write_record(record, Path(spec.record_path))

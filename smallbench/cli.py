@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,16 +12,17 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from smallbench.errors import SmallbenchError
+from smallbench.errors import SmallbenchError, Stopped
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Benchmark small open LLMs across inference backends.")  # fmt: skip
-console = Console()
-err_console = Console(stderr=True)
+#: User text (model ids, paths, errors) is printed as text: no rich markup, no highlighting ("[/x]" is characters).
+console = Console(markup=False, highlight=False)
+err_console = Console(stderr=True, markup=False, highlight=False)
 
 
 def _split(value: str | None) -> list[str]:
@@ -81,10 +83,11 @@ def run(
 ) -> None:
     """Run every (model × backend × suite) cell, each in its own process, and print a summary."""
     from smallbench import models as model_registry
-    from smallbench import runner
+    from smallbench import runner, validate
     from smallbench.backends import get_backend_class
     from smallbench.backends.llama_cpp import EXTRA_BUFTS
     from smallbench.hardware import hardware_info, software_versions
+    from smallbench.results import redact
     from smallbench.suites import get_suite
 
     backends, suites, model_ids = _split(backend), _split(suite), _split(model)
@@ -104,22 +107,29 @@ def run(
         "limit": limit, "num_fewshot": num_fewshot, "concurrency": _ints(concurrency, "--concurrency"),
         "request_rate": request_rate, "ttft_slo_ms": ttft_slo_ms, "tpot_slo_ms": tpot_slo_ms,
     }.items() if v is not None}  # fmt: skip
-    for s in suites:  # validate names and settings up front: one line, before any cell starts
+    # every setting checked here, in one pass, before any cell starts (smallbench/validate.py)
+    validate.check_choice("--device", device, validate.DEVICE)
+    validate.check_choice("--dtype", dtype, validate.DTYPES)
+    validate.check_number("--timeout", timeout, 0, strict=True)
+    for name, value in (("--batch-size", batch_size), ("--ctx-size", ctx_size), ("--threads", threads)):
+        validate.check_number(name, value, 1)
+    validate.check_number("--n-gpu-layers", n_gpu_layers, 0)
+    if extra_bufts is not None:
+        validate.check_choice("--extra-bufts", extra_bufts, tuple(EXTRA_BUFTS))
+    validate.check_quants(backends, _split(quant))
+    validate.check_output(output)
+    suite_settings = {}
+    for s in suites:
         suite_obj = get_suite(s)
         try:
-            suite_settings = suite_obj.settings(settings)
+            suite_settings[s] = suite_obj.settings(settings)
         except ValueError as exc:
-            msg = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
-            raise SmallbenchError(f"invalid settings for suite '{s}': {msg}") from None
-        suite_obj.preflight(suite_settings)
+            err = exc.errors()[0] if hasattr(exc, "errors") else None
+            where = f"--{str(err['loc'][0]).replace('_', '-')}: " if err and err.get("loc") else ""
+            msg = err["msg"] if err else str(exc)
+            raise SmallbenchError(f"invalid settings for suite '{s}': {where}{msg}") from None
+        suite_obj.preflight(suite_settings[s])
     load = {"device": device, "dtype": dtype, "dummy": dummy, "trust_remote_code": trust_remote_code}
-    for name, value in (("--batch-size", batch_size), ("--ctx-size", ctx_size), ("--threads", threads)):
-        if value is not None and value < 1:
-            raise SmallbenchError(f"{name} needs a positive integer, got {value}")
-    if n_gpu_layers is not None and n_gpu_layers < 0:
-        raise SmallbenchError(f"--n-gpu-layers needs 0 or more, got {n_gpu_layers}")
-    if extra_bufts is not None and extra_bufts not in EXTRA_BUFTS:
-        raise SmallbenchError(f"--extra-bufts takes {', '.join(EXTRA_BUFTS)}, got '{extra_bufts}'")
     options = {k: v for k, v in {"threads": threads, "batch_size": batch_size, "n_ctx": ctx_size,
                                  "n_gpu_layers": n_gpu_layers, "extra_bufts": extra_bufts}.items()
                if v is not None}  # fmt: skip
@@ -130,14 +140,15 @@ def run(
     if options:
         load["options"] = options
     resolved = [model_registry.resolve(m, revision, dummy, trust_remote_code) for m in model_ids]
+    validate.check_context([(m.id, m.source) for m in resolved], suite_settings, ctx_size)
     for m in model_ids:
         model_registry.check_versions(m, backends)
     hardware, software = hardware_info(), software_versions()
     run_id = runner.new_run_id()
     cells = runner.plan(resolved, backends, suites, settings, load, hardware, output, run_id, _split(quant) or None)
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=False) as progress:  # fmt: skip
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=False) as progress:  # fmt: skip
         task = progress.add_task("starting", total=len(cells))
 
         def on_start(cell: runner.Cell) -> None:
@@ -146,10 +157,15 @@ def run(
         def on_done(cell: runner.Cell, rec, reused: bool) -> None:
             state = "reused" if reused else rec.status
             colour = {"ok": "green", "reused": "cyan"}.get(state, "red")
-            progress.console.print(f"[{colour}]{state:>6}[/] {cell.label}" + (f": {rec.error}" if rec.error else ""))
+            line = cell.label + (f": {rec.error}" if rec.error else "")
+            progress.console.print(Text(f"{state:>6}", style=colour), redact(line))  # the error too
             progress.advance(task)
 
-        records = runner.execute(cells, timeout, force, hardware, software, on_start, on_done)
+        try:
+            records = runner.execute(cells, timeout, force, hardware, software, on_start, on_done)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (runner.Interrupted): the cell was stopped and recorded
+            sig = exc.signal if isinstance(exc, runner.Interrupted) else signal.SIGINT
+            raise Stopped(sig.name, sig.value) from None
         progress.update(task, description="done")
     print_tables(records)
     console.print(f"results: {output}/  (load with smallbench.load_results('{output}'))")
@@ -165,7 +181,7 @@ def print_tables(records) -> None:
     for table in accuracy_tables(records):
         console.print(table)
     for line in slowdown_warnings(records):
-        err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
+        err_console.print(Text("warning:", style="yellow"), line)
 
 
 def slowdown_warnings(records) -> list[str]:
@@ -197,7 +213,7 @@ def summary_table(records) -> Table:
     for _, row in df.iterrows():
         model = f"{row['model']} [{row['quant']}]" if row["quant"] else row["model"]
         status = "ok" if not row["failed"] else f"{row['failed']} failed"
-        table.add_row(escape(model), escape(row["backend"]), escape(row["device"] or "—"), status,
+        table.add_row(model, row["backend"], row["device"] or "—", status,
                       *("—" if math.isnan(row[c]) else f"{row[c]:,.{_digits(row[c])}f}" for c in cols))  # fmt: skip
     return table
 
@@ -404,21 +420,37 @@ def report(
         print_tables(records)
         return
     df = build(records).table if wide else records_to_frame(records)
-    if fmt in ("csv", "parquet"):
-        if out is None:
-            raise SmallbenchError(f"--format {fmt} needs --out FILE.{fmt}")
-        export(df, out.with_suffix(f".{fmt}") if out.suffix != f".{fmt}" else out)
-        console.print(f"wrote {len(df)} rows to {out}")
-    elif fmt == "markdown":
-        cols = ["model", "backend", "device", "suite", "metric", "value", "unit", "p50", "p90", "cv", "status"]
-        df = df if wide else df[[c for c in cols if c in df.columns]]
-        text = df.to_markdown(index=False) if _has_tabulate() else df.to_string()
-        if out:
-            out.write_text(text + "\n")
+    try:
+        if fmt in ("csv", "parquet"):
+            if out is None:
+                raise SmallbenchError(f"--format {fmt} needs --out FILE.{fmt}")
+            written = export(df, out.with_suffix(f".{fmt}") if out.suffix != f".{fmt}" else out)
+            console.print(f"wrote {len(df)} rows to {written}")
+        elif fmt == "markdown":
+            cols = ["model", "backend", "device", "suite", "metric", "value", "unit", "p50", "p90", "cv", "status"]
+            df = df if wide else df[[c for c in cols if c in df.columns]]
+            text = markdown_table(df)
+            if out:
+                out.write_text(text + "\n", encoding="utf-8")
+            else:
+                sys.stdout.write(text + "\n")  # whole lines when piped, never wrapped at the terminal's width
         else:
-            console.print(text, markup=False)
-    else:
-        raise SmallbenchError(f"unknown format '{fmt}'; choose from: table, csv, parquet, markdown")
+            raise SmallbenchError(f"unknown format '{fmt}'; choose from: table, csv, parquet, markdown")
+    except OSError as exc:
+        raise SmallbenchError(f"cannot write --out {out}: {exc.strerror or exc}") from None
+
+
+def markdown_table(df) -> str:
+    """A pipe table whose text cells are inert: HTML escaped (a ``<script>`` in a model id stays characters where
+    the table is rendered) and ``|`` escaped (it cannot add a column)."""
+    import html
+
+    def cell(v):
+        return html.escape(v, quote=False).replace("|", "\\|") if isinstance(v, str) else v
+
+    df = df.map(cell)
+    df.columns = [cell(str(c)) for c in df.columns]
+    return df.to_markdown(index=False) if _has_tabulate() else df.to_string()
 
 
 @app.command()
@@ -484,19 +516,28 @@ def _has_tabulate() -> bool:
 
 
 def main() -> None:
+    """The ``smallbench`` command: every error is one line on stderr (``--debug`` anywhere adds the traceback)."""
+    import traceback
+
     from smallbench.errors import one_line
+    from smallbench.results import redact
+
+    debug = "--debug" in sys.argv[1:]
+    if debug:
+        sys.argv.remove("--debug")
+
+    def fail(line: str, code: int) -> None:
+        if debug:
+            err_console.print(redact(traceback.format_exc()))
+        err_console.print(redact(line), soft_wrap=True)
+        sys.exit(code)
 
     try:
         app()
     except SmallbenchError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("interrupted; finished cells are kept", markup=False)
-        sys.exit(130)
+        fail(f"error: {exc}", exc.exit_code)
     except Exception as exc:  # a bug of ours: still one line, exit 1
-        err_console.print(f"error: {one_line(exc)}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(1)
+        fail(f"error: {one_line(exc)}", 1)
 
 
 if __name__ == "__main__":

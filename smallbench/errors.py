@@ -9,6 +9,15 @@ class SmallbenchError(Exception):
     exit_code = 2
 
 
+class Stopped(SmallbenchError):
+    """A run stopped by SIGINT or SIGTERM: exit 128 + the signal, as a shell reports a process it killed."""
+
+    def __init__(self, signal_name: str, number: int) -> None:
+        super().__init__(f"interrupted by {signal_name}: finished cells are kept; the same command resumes the run "
+                         "(only cells without a good record run again)")  # fmt: skip
+        self.exit_code = 128 + number
+
+
 def one_line(exc: BaseException) -> str:
     """Collapse an exception into a single line (first non-empty line of its message)."""
     text = str(exc).strip()

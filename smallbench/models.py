@@ -134,9 +134,12 @@ def resolve(model_id: str, revision: str | None = None, dummy: bool = False,
         revision = revision or known.revision
     source = known.repo if known is not None else model_id
     local = Path(source).expanduser()
-    if local.exists():
+    if _exists(local):
         if not local.is_dir() and local.suffix != ".gguf":
             raise SmallbenchError(f"model path '{source}' is a file, not a model folder")
+        if revision and known is None:
+            raise SmallbenchError(f"--revision applies to Hub ids; '{model_id}' is a local path (its files are what "
+                                  "runs)")  # fmt: skip
         return ResolvedModel(model_id, str(local.resolve()), revision, False, weights_digest(local))
     if source.count("/") != 1 or source.startswith(("/", ".", "~")):
         raise SmallbenchError(
@@ -153,6 +156,14 @@ def resolve(model_id: str, revision: str | None = None, dummy: bool = False,
         raise SmallbenchError(f"model '{model_id}' not found: {what}, not in the Hugging Face cache, and the Hub "
                               f"says: {reason}{gated}")  # fmt: skip
     return ResolvedModel(model_id, source, revision, False, None)
+
+
+def _exists(path: Path) -> bool:
+    """Whether a local path exists; a name no file system can hold (too long, a NUL) is not a local path."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _hub_snapshot(repo: str, revision: str | None) -> Path | None:
@@ -220,7 +231,7 @@ def model_config(model_id: str, revision: str | None = None) -> dict[str, Any]:
     if known is not None:
         return known.config
     local = Path(model_id).expanduser()
-    if local.exists():
+    if _exists(local):
         path = local / "config.json" if local.is_dir() else local
         try:
             return json.loads(path.read_text(encoding="utf-8"))

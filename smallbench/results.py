@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
 import warnings
 from datetime import UTC, datetime
@@ -100,7 +101,7 @@ def write_record(record: ResultRecord, path: Path) -> None:
     """Write atomically: a reader sees the old file or the whole new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = redact(record.model_dump_json(indent=2)) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -113,19 +114,50 @@ def write_record(record: ResultRecord, path: Path) -> None:
         raise
 
 
+def sweep_partial(folder: Path) -> None:
+    """Remove the temp files of record writers that died mid-write (``.NAME.PID.*.tmp``; a live writer's stay)."""
+    from smallbench.runner import alive
+
+    for f in Path(folder).glob(".*.tmp"):
+        pid = f.name.rsplit(".json.", 1)[-1].split(".")[0]
+        if pid.isdigit() and not alive(int(pid)):
+            f.unlink(missing_ok=True)
+
+
 #: A record holds summaries and raw samples: tens of kB, a few MB for a long sweep. Far larger is not a record.
 MAX_RECORD_BYTES = 64 * 2**20
 
 
-def read_record(path: Path) -> ResultRecord:
-    """One record, checked: size, UTF-8, JSON, schema (its version included) and every declared metric's value
-    inside what a measurement can be (a negative latency or a NaN marks a corrupt or forged file)."""
+def _read_regular(path: Path, follow_symlinks: bool) -> bytes:
+    """A regular file's bytes, at most MAX_RECORD_BYTES: a FIFO or device is refused without blocking on it, and
+    a symbolic link unless ``follow_symlinks``."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if not follow_symlinks and path.is_symlink():
+            raise SmallbenchError(f"{path}: a symbolic link; only regular files inside the folder are read") from exc
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise SmallbenchError(f"{path}: not a regular file; skipped")
+        if st.st_size > MAX_RECORD_BYTES:
+            raise SmallbenchError(f"{path}: not a smallbench result record (larger than {MAX_RECORD_BYTES >> 20} MiB)")
+        return f.read(MAX_RECORD_BYTES + 1)
+
+
+def read_record(path: Path, follow_symlinks: bool = True) -> ResultRecord:
+    """One record, checked: a regular file of bounded size, UTF-8, JSON, schema (its version included) and every
+    declared metric's value inside what a measurement can be (a negative latency or a NaN marks a corrupt or
+    forged file). Folder scans pass ``follow_symlinks=False``: a link never leads a scan out of the folder."""
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_RECORD_BYTES:
-            raise SmallbenchError(f"{path}: not a smallbench result record (larger than {MAX_RECORD_BYTES >> 20} MiB)")
-        text = path.read_bytes().decode("utf-8")
+        text = _read_regular(path, follow_symlinks).decode("utf-8")
         version = json.loads(text).get("schema_version") if text.lstrip().startswith("{") else None
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            raise SmallbenchError(f"{path}: written by a newer smallbench (schema version {version}); this one reads "
+                                  f"version {SCHEMA_VERSION}: upgrade smallbench to read it")  # fmt: skip
         if isinstance(version, int) and version != SCHEMA_VERSION:
             raise SmallbenchError(f"{path}: schema version {version}; this smallbench reads version {SCHEMA_VERSION}")
         record = ResultRecord.model_validate_json(text)
@@ -153,9 +185,10 @@ def iter_record_files(path: str | os.PathLike) -> list[Path]:
 def scan_record_files(path: str | os.PathLike = "results") -> tuple[list[tuple[Path, ResultRecord]], list[str]]:
     """Every valid record under ``path`` with its file, and one line per file that was skipped and why."""
     found, skipped = [], []
+    explicit = Path(path).is_file()  # one file named by the user is read where it points; a scan never follows
     for f in iter_record_files(path):
         try:
-            found.append((f, read_record(f)))
+            found.append((f, read_record(f, follow_symlinks=explicit)))
         except SmallbenchError as exc:
             skipped.append(str(exc))
     return found, skipped

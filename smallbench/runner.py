@@ -12,10 +12,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -23,15 +25,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from smallbench.backends import get_backend_class
 from smallbench.cell import CellSpec, failed_record
 from smallbench.errors import SmallbenchError
 from smallbench.hardware import HardwareInfo
 from smallbench.models import ResolvedModel
-from smallbench.results import ModelRecord, ResultRecord, read_record, write_record
+from smallbench.paths import SCRATCH_ENV
+from smallbench.results import ModelRecord, ResultRecord, read_record, redact, sweep_partial, write_record
 from smallbench.suites import get_suite
 
 LOG_DIR = ".logs"
+#: Per-cell locks, beside the records (hidden: scans skip them).
+LOCK_DIR = ".locks"
+#: Per-cell temp folders: ``smallbench-cell-<runner pid>-<random>`` in the system temp folder.
+TMP_PREFIX = "smallbench-cell-"
 #: Signals by which native code dies (a segfault in an engine), as opposed to being killed (OOM, timeout).
 NATIVE_CRASH = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
 
@@ -45,11 +54,18 @@ class Cell:
     @property
     def label(self) -> str:
         quant = f" [{self.spec.model.quant}]" if self.spec.model.quant else ""
-        return f"{self.spec.model.id}{quant} · {self.spec.backend} · {self.spec.suite}"
+        return redact(f"{self.spec.model.id}{quant} · {self.spec.backend} · {self.spec.suite}")
+
+
+#: The longest a name part of a record file may be (the cell id keeps names unique; file systems stop at 255).
+SLUG_MAX = 60
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "--", text).strip("-") or "model"
+    """A file-name part: no token, only [A-Za-z0-9._-], never starting with '.' or '-' (a hidden or option-like
+    name), at most SLUG_MAX characters (a long path keeps its end, the part that tells models apart)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "--", redact(text).replace("hf_***", "token")).strip("-._")
+    return slug[-SLUG_MAX:].lstrip("-._") or "model"
 
 
 def plan(
@@ -127,18 +143,33 @@ def _signal_reason(cell: Cell, sig: signal.Signals) -> str:
     return reason
 
 
+class Interrupted(KeyboardInterrupt):
+    """The runner was told to stop (SIGINT or SIGTERM): the running cell is stopped and recorded as failed."""
+
+    def __init__(self, sig: signal.Signals) -> None:
+        super().__init__(sig.name)
+        self.signal = sig
+
+
+def _cell_env(tmp: str) -> dict[str, str]:
+    """The child's environment: its temp files go in the runner's per-cell folder (removed after the cell, whatever
+    happens to it), and it knows its runner, so that it ends itself if the runner dies."""
+    return {**os.environ, SCRATCH_ENV: tmp, "SMALLBENCH_RUNNER_PID": str(os.getpid())}
+
+
 def run_one(cell: Cell, timeout: float, hardware: HardwareInfo, software: dict[str, str]) -> ResultRecord:
-    """Run one cell in a child process; always returns the cell's record (ok or failed)."""
+    """Run one cell in a child process; always returns the cell's record (ok or failed). On an interruption the
+    cell's process group is stopped, its failed record written, and the interruption raised again."""
     cell.log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        f.write(cell.spec.model_dump_json())
-        spec_file = f.name
-    error = None
+    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-")
+    spec_file = Path(tmp) / "cell.json"
+    spec_file.write_text(cell.spec.model_dump_json(), encoding="utf-8")
+    error, stop = None, None
     try:
         with open(cell.log, "w", encoding="utf-8") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "smallbench.cell", spec_file],
+                [sys.executable, "-m", "smallbench.cell", str(spec_file)], env=_cell_env(tmp),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
             try:
@@ -146,9 +177,10 @@ def run_one(cell: Cell, timeout: float, hardware: HardwareInfo, software: dict[s
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 error = f"timed out after {timeout:g} s"
-            except KeyboardInterrupt:
-                _kill_group(proc)
-                raise
+            except KeyboardInterrupt as exc:
+                _kill_group(proc, grace=2.0)
+                stop = exc
+                error = f"interrupted by {exc.signal.name if isinstance(exc, Interrupted) else 'SIGINT'}"
             else:
                 _kill_group(proc, grace=0)  # reap anything the cell left running
                 if code < 0:
@@ -156,23 +188,55 @@ def run_one(cell: Cell, timeout: float, hardware: HardwareInfo, software: dict[s
                 elif code not in (0, 1):
                     error = f"cell process exited with code {code}"
     finally:
-        Path(spec_file).unlink(missing_ok=True)
-    record = None
-    if cell.path.exists():
-        try:
-            record = read_record(cell.path)
-        except SmallbenchError:
-            record = None
-    if record is not None and record.run_id == cell.spec.run_id and error is None:
-        return record
+        shutil.rmtree(tmp, ignore_errors=True)
+    _scrub_log(cell.log)
+    existing = _existing(cell)
+    if existing is not None and existing.run_id == cell.spec.run_id and error is None:
+        return existing
     if error is None:
         error = "cell process ended without writing a result"
     tail = _log_tail(cell.log)
-    if tail:
+    if tail and stop is None:
         error += f"; log: {tail[-300:]}"
     record = failed_record(cell.spec, error, hardware, software, started=started)
-    write_record(record, cell.path)
+    if existing is None or existing.status != "ok":  # a failure never replaces a good record (a --force re-run's)
+        write_record(record, cell.path)
+    if stop is not None:
+        raise stop
     return record
+
+
+def _existing(cell: Cell) -> ResultRecord | None:
+    try:
+        return read_record(cell.path) if cell.path.exists() else None
+    except SmallbenchError:
+        return None
+
+
+def _scrub_log(log: Path) -> None:
+    """Token-shaped strings out of a cell's log (an argument, a traceback's locals)."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = log.read_text(encoding="utf-8")
+        if redact(text) != text:
+            log.write_text(redact(text), encoding="utf-8")
+
+
+def sweep_temp() -> None:
+    """Remove per-cell temp folders whose runner is gone (one killed with SIGKILL cannot clean up after itself)."""
+    for d in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*-*"):
+        pid = d.name.removeprefix(TMP_PREFIX).split("-")[0]
+        if pid.isdigit() and not alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def new_run_id() -> str:
@@ -182,20 +246,70 @@ def new_run_id() -> str:
 def execute(
     cells: list[Cell], timeout: float, force: bool, hardware: HardwareInfo, software: dict[str, str],
     on_start: Callable[[Cell], None] | None = None, on_done: Callable[[Cell, ResultRecord, bool], None] | None = None,
+    on_wait: Callable[[Cell], None] | None = None,
 ) -> list[ResultRecord]:  # fmt: skip
-    """Run the cells in order; returns one record per cell (reused ones included)."""
-    records = []
-    for cell in cells:
-        prior = None if force else finished(cell)
+    """Run the cells in order; returns one record per cell (reused ones included), in the cells' order.
+
+    A cell is run under its lock (``.locks/`` in the results folder; the OS drops it when its holder dies), so two
+    runs on one folder never run the same cell at once: a cell another live run holds is put off to the end, then
+    waited for, and its record reused if it ended ok. SIGTERM is handled like Ctrl-C (:class:`Interrupted`)."""
+    sweep_temp()
+    for folder in {c.path.parent for c in cells if c.path.parent.is_dir()}:
+        sweep_partial(folder)
+    done: dict[int, ResultRecord] = {}
+
+    def one(i: int, cell: Cell, reuse: bool) -> None:
+        prior = finished(cell) if reuse else None
         if prior is not None:
-            records.append(prior)
+            done[i] = prior
             if on_done:
                 on_done(cell, prior, True)
-            continue
+            return
         if on_start:
             on_start(cell)
-        rec = run_one(cell, timeout, hardware, software)
-        records.append(rec)
+        done[i] = run_one(cell, timeout, hardware, software)
         if on_done:
-            on_done(cell, rec, False)
-    return records
+            on_done(cell, done[i], False)
+
+    with _stop_on_sigterm():
+        later = []
+        for i, cell in enumerate(cells):
+            lock = _lock(cell)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                later.append((i, cell))
+                continue
+            try:
+                one(i, cell, reuse=not force)
+            finally:
+                lock.release()
+        for i, cell in later:  # another run held it: wait, then take its record if it ended ok, else run it
+            if on_wait:
+                on_wait(cell)
+            with _lock(cell):
+                one(i, cell, reuse=True)
+    return [done[i] for i in range(len(cells))]
+
+
+def _lock(cell: Cell) -> FileLock:
+    folder = cell.path.parent / LOCK_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(folder / f"{cell.path.stem}.lock")
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """SIGTERM (what ``timeout``, schedulers and ``kill`` send) stops the run the way Ctrl-C does."""
+
+    def handler(signum, _frame):
+        raise Interrupted(signal.Signals(signum))
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -25,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from smallbench.errors import SmallbenchError
+from smallbench.paths import scratch_dir
 
 
 class ServerError(SmallbenchError):
@@ -108,7 +109,7 @@ class ManagedServer:
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen | None = None
         self.server_id = uuid.uuid4().hex
-        fd, path = tempfile.mkstemp(prefix=f"smallbench-{name}-", suffix=".log")
+        fd, path = tempfile.mkstemp(prefix=f"smallbench-{name}-", suffix=".log", dir=scratch_dir())
         os.close(fd)
         self.log_path = Path(path)
 

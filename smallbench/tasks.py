@@ -139,6 +139,14 @@ def _expected(spec: TaskSpec, leaf: Leaf, split: str) -> str:
     return f"{where}/{split}.{{jsonl,json,parquet}}"
 
 
+def read_text(path: Path) -> str:
+    """A data file's text; one that is not UTF-8 is a one-line error naming the file and the byte."""
+    try:
+        return path.read_text(encoding="utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise SmallbenchError(f"data file {path} is not UTF-8 (byte {exc.start}: {exc.reason})") from None
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of one data file; a malformed file raises a one-line :class:`SmallbenchError`."""
     if path.suffix == ".parquet":
@@ -148,7 +156,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             return pq.read_table(path).to_pylist()
         except Exception as exc:
             raise SmallbenchError(f"malformed Parquet file {path}: {exc}") from None
-    text = path.read_text(encoding="utf-8", errors="strict")
+    text = read_text(path)
     if path.suffix == ".json" and text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
@@ -213,7 +221,7 @@ def check_leaf_data(root: Path, spec: TaskSpec, leaf: Leaf, num_fewshot: int | N
         n = 0
         for f in files:
             if f.suffix == ".raw":
-                n += len(wikitext_pages(f.read_text(encoding="utf-8")))
+                n += len(wikitext_pages(read_text(f)))
                 continue
             rows = read_rows(f)
             for i, row in enumerate(rows, 1):
@@ -271,7 +279,7 @@ def _local_config(leaf: Leaf, splits: dict[str, LocalSplit], workdir: Path) -> d
             if f.suffix == ".raw":  # WikiText release file -> the Hub's one-page-per-row JSONL
                 out = workdir / "data" / leaf.name / f"{split}.jsonl"
                 out.parent.mkdir(parents=True, exist_ok=True)
-                pages = wikitext_pages(f.read_text(encoding="utf-8"))
+                pages = wikitext_pages(read_text(f))
                 out.write_text("".join(json.dumps(p) + "\n" for p in pages), encoding="utf-8")
                 f = out
             files.append(str(f.resolve()))

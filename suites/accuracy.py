@@ -20,6 +20,7 @@ from pydantic import Field, field_validator
 
 from smallbench.backends.base import Backend
 from smallbench.metrics import METRICS
+from smallbench.paths import scratch_dir
 from smallbench.results import Metric
 from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings
 
@@ -77,7 +78,7 @@ class AccuracySuite(Suite):
 
         specs = resolve_tasks(settings.tasks)
         data_dir = Path(settings.data_dir) if settings.data_dir else None
-        with tempfile.TemporaryDirectory(prefix="smallbench-tasks-") as work:
+        with tempfile.TemporaryDirectory(prefix="smallbench-tasks-", dir=scratch_dir()) as work:
             tm = task_manager(specs, data_dir, settings.num_fewshot, Path(work))
             out = lm_eval.simple_evaluate(
                 model=BackendLM(backend), tasks=[s.lm_eval for s in specs], task_manager=tm,

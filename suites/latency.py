@@ -10,8 +10,8 @@ from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettin
 
 
 class LatencySettings(SuiteSettings):
-    prompt_tokens: int = 128
-    gen_tokens: int = 64
+    prompt_tokens: int = Field(128, ge=1)
+    gen_tokens: int = Field(64, ge=1)
     warmup: int = Field(2, ge=0)
     repeats: int = Field(10, ge=1)
 

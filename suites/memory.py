@@ -3,6 +3,8 @@ background while a fixed generation workload runs; peaks are reset at the start 
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from smallbench.backends.base import Backend, LoadedModelInfo
 from smallbench.errors import SmallbenchError
 from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, synthetic_prompt
@@ -10,8 +12,8 @@ from smallbench.telemetry import MemorySampler
 
 
 class MemorySettings(SuiteSettings):
-    prompt_tokens: int = 512
-    gen_tokens: int = 128
+    prompt_tokens: int = Field(512, ge=1)
+    gen_tokens: int = Field(128, ge=1)
     batch_size: int = 1
     interval_s: float = 0.01
 

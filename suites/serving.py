@@ -20,8 +20,8 @@ class ServingSettings(SuiteSettings):
     concurrency: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
     requests_per_level: int | None = Field(None, ge=1)
     request_rate: float | None = Field(None, gt=0)
-    prompt_tokens: int = 128
-    gen_tokens: int = 64
+    prompt_tokens: int = Field(128, ge=1)
+    gen_tokens: int = Field(64, ge=1)
     ttft_slo_ms: float | None = Field(None, gt=0)
     tpot_slo_ms: float | None = Field(None, gt=0)
     repeats: int = Field(1, ge=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from smallbench import metrics as M
 from smallbench.backends.base import Backend
@@ -17,8 +17,8 @@ PRESETS: dict[str, tuple[int, int, list[int]]] = {
 
 class ThroughputSettings(SuiteSettings):
     preset: str | None = "pp512/tg128"
-    prompt_tokens: int | None = None
-    gen_tokens: int | None = None
+    prompt_tokens: int | None = Field(None, ge=1)
+    gen_tokens: int | None = Field(None, ge=1)
     batch_sizes: list[int] | None = None
 
     @model_validator(mode="after")
@@ -27,12 +27,12 @@ class ThroughputSettings(SuiteSettings):
             if self.preset not in PRESETS:
                 raise ValueError(f"unknown preset '{self.preset}'; choose from: {', '.join(PRESETS)}")
             pp, tg, bs = PRESETS[self.preset]
-            self.prompt_tokens = self.prompt_tokens or pp
-            self.gen_tokens = self.gen_tokens or tg
-            self.batch_sizes = self.batch_sizes or bs
-        self.prompt_tokens = self.prompt_tokens or 512
-        self.gen_tokens = self.gen_tokens or 128
-        self.batch_sizes = self.batch_sizes or [1]
+            self.prompt_tokens = pp if self.prompt_tokens is None else self.prompt_tokens
+            self.gen_tokens = tg if self.gen_tokens is None else self.gen_tokens
+            self.batch_sizes = bs if self.batch_sizes is None else self.batch_sizes
+        self.prompt_tokens = 512 if self.prompt_tokens is None else self.prompt_tokens
+        self.gen_tokens = 128 if self.gen_tokens is None else self.gen_tokens
+        self.batch_sizes = [1] if self.batch_sizes is None else self.batch_sizes
         if self.gen_tokens < 2:
             raise ValueError("gen_tokens must be at least 2 to measure decode")
         return self

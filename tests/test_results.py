@@ -82,3 +82,57 @@ def test_export(tmp_path):
     assert len(pd.read_parquet(export(df, tmp_path / "x.parquet"))) == 1
     with pytest.raises(SmallbenchError):
         export(df, tmp_path / "x.xlsx")
+
+
+def test_a_scan_reads_only_regular_files_inside_the_folder(tmp_path):
+    import os
+    import signal
+
+    from smallbench.results import scan_records
+
+    outside = tmp_path / "outside"
+    write_record(_record(cell="outside"), outside / "elsewhere.json")
+    folder = tmp_path / "results"
+    write_record(_record(), folder / "m__transformers__latency__c1.json")
+    (folder / "linked.json").symlink_to(outside / "elsewhere.json")
+    (folder / "zero.json").symlink_to("/dev/zero")
+    (folder / "passwd.json").symlink_to("/etc/passwd")
+    os.mkfifo(folder / "pipe.json")  # reading a FIFO would wait for a writer forever
+    signal.alarm(20)
+    try:
+        records, skipped = scan_records(folder)
+    finally:
+        signal.alarm(0)
+    assert [r.cell_id for r in records] == ["c1"]
+    notes = "\n".join(skipped)
+    for name in ("linked.json", "zero.json", "passwd.json"):
+        assert f"{name}: a symbolic link" in notes
+    assert "pipe.json: not a regular file" in notes
+    assert len(load_results(folder)) == 1
+    assert read_record(folder / "linked.json").cell_id == "outside"  # a file named by the user is read as asked
+
+
+def test_a_newer_schema_says_to_upgrade(tmp_path):
+    import json
+
+    rec = json.loads(_record().model_dump_json())
+    rec["schema_version"] = 99
+    (tmp_path / "new.json").write_text(json.dumps(rec))
+    with pytest.raises(SmallbenchError, match="newer smallbench.*schema version 99.*upgrade"):
+        read_record(tmp_path / "new.json")
+
+
+@pytest.mark.parametrize(("model", "want"), [
+    ("./my-model", "my-model"),
+    ("../.hidden/model", "hidden--model"),
+    ("org/name", "org--name"),
+    ("-rf", "rf"),
+    ("hf_" + "a" * 34, "token"),
+    ("/very/" + "long-folder-name/" * 30 + "the-model", None),
+])  # fmt: skip
+def test_record_file_names_are_visible_safe_and_bounded(model, want):
+    from smallbench.runner import SLUG_MAX, _slug
+
+    slug = _slug(model)
+    assert not slug.startswith((".", "-")) and len(slug) <= SLUG_MAX and "hf_" not in slug
+    assert slug == want if want else slug.endswith("the-model")

@@ -7,6 +7,7 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from smallbench import load_results
 
@@ -91,3 +92,70 @@ def test_a_native_crash_in_a_test_fails_that_test_and_the_run_goes_on(tmp_path):
     assert res.returncode == 1, res.stdout + res.stderr
     assert "worker 'gw0' crashed while running" in res.stdout and "test_segfaults" in res.stdout
     assert "1 failed, 1 passed" in res.stdout.strip().splitlines()[-1]
+
+
+def _start(tmp_path, *args: str) -> tuple[subprocess.Popen, psutil.Process]:
+    """A run whose first cell (latency, many repeats) is still measuring when the test acts on it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smallbench.cli", "run", "--suite", "latency,memory", "--repeats", "300", *ARGS, *args],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    parent = psutil.Process(proc.pid)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if cells := _cell_processes(parent):
+            time.sleep(1.0)
+            return proc, cells[0]
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("no cell process appeared")
+
+
+def _temp_folders(pid: int) -> list:
+    import tempfile
+    from pathlib import Path
+
+    from smallbench.runner import TMP_PREFIX
+
+    return list(Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}{pid}-*"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; what `timeout` or a scheduler sends
+def test_a_stopped_run_stops_its_cell_records_it_and_says_how_to_resume(tmp_path, tiny_path, sig):
+    proc, cell = _start(tmp_path)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err
+    assert f"interrupted by {sig.name}" in err and "resumes" in err and "Traceback" not in out + err
+    assert not psutil.pid_exists(cell.pid) or cell.status() == psutil.STATUS_ZOMBIE
+    assert _temp_folders(proc.pid) == []
+    df = load_results(tmp_path / "results")
+    assert df["suite"].tolist() == ["latency"] and df["status"].tolist() == ["failed"]  # memory never started
+    assert df["error"].iloc[0] == f"interrupted by {sig.name}"
+
+
+def test_a_cell_ends_itself_when_its_runner_is_killed(tmp_path, tiny_path):
+    proc, cell = _start(tmp_path)
+    proc.kill()  # SIGKILL: the runner can do nothing
+    proc.wait(timeout=30)
+    gone, alive = psutil.wait_procs([cell], timeout=15)
+    assert not alive, "the cell outlived its runner"
+    assert not list((tmp_path / "results").glob("*.json"))  # the cell wrote nothing after its runner died
+    assert _temp_folders(proc.pid)  # left behind by the killed runner...
+    from smallbench.runner import sweep_temp
+
+    sweep_temp()
+    assert _temp_folders(proc.pid) == []  # ...and removed by the next run
+
+
+def test_two_runs_on_one_folder_never_destroy_each_others_records(tmp_path, tiny_path):
+    cmd = [sys.executable, "-m", "smallbench.cli", "run", "--suite", "latency,memory", "--repeats", "2", *ARGS]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    df = load_results(tmp_path / "results")
+    assert sorted(df.drop_duplicates("cell_id")["suite"]) == ["latency", "memory"]
+    assert set(df["status"]) == {"ok"}
+    assert sum(err.count("reused") for _, err in outs) == 2  # each cell measured once, reused by the other run

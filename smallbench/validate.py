@@ -1,0 +1,92 @@
+"""Every setting of a run checked in one pass, before any cell starts: one line naming the setting and what it
+accepts (exit 2), instead of a library's error inside a cell after the model has loaded.
+
+``smallbench run`` calls :func:`check_run`; what only the model can say (its context length) is checked against
+its config where that is at hand without a download (a catalogued name, a local folder, the Hub cache).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from smallbench.errors import SmallbenchError
+
+DEVICE = re.compile(r"auto|cpu|mps|metal|cuda(:\d+)?")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+#: config.json keys that give a model's context length, first found wins.
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
+
+
+def check_choice(option: str, value: str, allowed: re.Pattern[str] | tuple[str, ...]) -> None:
+    ok = allowed.fullmatch(value) if isinstance(allowed, re.Pattern) else value in allowed
+    if not ok:
+        choices = "auto, cpu, cuda, cuda:N, mps" if isinstance(allowed, re.Pattern) else ", ".join(allowed)
+        raise SmallbenchError(f"{option} '{value}' is not one of: {choices}")
+
+
+def check_number(option: str, value: float | None, minimum: float, strict: bool = False) -> None:
+    if value is None:
+        return
+    if value != value or (value <= minimum if strict else value < minimum):  # NaN fails both
+        bound = f"more than {minimum:g}" if strict else f"{minimum:g} or more"
+        raise SmallbenchError(f"{option} needs a number {bound}, got {value}")
+
+
+def check_output(output: Path) -> None:
+    """The results folder exists and is writable, or can be made: not a file, not under a read-only folder."""
+    if output.exists() and not output.is_dir():
+        raise SmallbenchError(f"--output '{output}' is a file; give a folder for the result records")
+    existing = output
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        where = "is not writable" if existing == output else f"cannot be created: '{existing}' is not writable"
+        raise SmallbenchError(f"--output '{output}' {where}")
+
+
+def check_quants(backends: list[str], quants: list[str]) -> None:
+    """Each ``--quant`` is a variant some chosen backend knows (a GGUF file type, an MLX quantization)."""
+    from smallbench.backends import get_backend_class
+
+    takers = [get_backend_class(b) for b in backends if get_backend_class(b).takes_quant]
+    if quants and not takers:
+        raise SmallbenchError(f"--quant applies to llama-cpp and mlx; none of {', '.join(backends)} takes it")
+    for cls in takers:
+        for q in quants:
+            cls.check_quant(q)
+
+
+def model_context(model_id: str, source: str) -> int | None:
+    """The model's context length from its config, where that is at hand offline; None when it is not."""
+    from smallbench.models import entry
+
+    known = entry(model_id)
+    config: dict[str, Any] | None = known.config if known is not None else None
+    path = Path(source) / "config.json"
+    if config is None and path.is_file():
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+    cfg = (config or {}).get("text_config") or config or {}
+    return next((int(cfg[k]) for k in CONTEXT_KEYS if isinstance(cfg.get(k), int)), None)
+
+
+def check_context(models: list[tuple[str, str]], suite_settings: dict[str, Any], ctx_size: int | None) -> None:
+    """A suite's prompt + generated tokens fit each model's context (and ``--ctx-size`` where given)."""
+    for name, s in suite_settings.items():
+        need = (getattr(s, "prompt_tokens", None) or 0) + (getattr(s, "gen_tokens", None) or 0)
+        if not need:
+            continue
+        if ctx_size is not None and need > ctx_size:
+            raise SmallbenchError(f"suite '{name}': --prompt-tokens + --gen-tokens = {need} exceeds --ctx-size "
+                                  f"{ctx_size}")  # fmt: skip
+        for model_id, source in models:
+            limit = model_context(model_id, source)
+            if limit is not None and need > limit:
+                raise SmallbenchError(f"suite '{name}': --prompt-tokens + --gen-tokens = {need} exceeds the "
+                                      f"context of '{model_id}' ({limit} tokens)")  # fmt: skip
