@@ -180,7 +180,9 @@ class _VLLMBase(HFTokenizerMixin, Backend):
         self.engine_args = {k: v for k, v in args.items() if v is not None}
         self.tokenizer = AutoTokenizer.from_pretrained(spec.source, revision=spec.revision,
                                                        trust_remote_code=spec.trust_remote_code)  # fmt: skip
-        self._max_context = max_len - 1  # a scored sequence is fed whole as the prompt: ≤ max_model_len
+        # a scored sequence (≤ max_context + 1 tokens) is fed whole as the prompt, and the engine wants room for one
+        # output token: prompt + 1 ≤ max_model_len
+        self._max_context = max_len - 2
         self._vocab_size = min(len(self.tokenizer), getattr(_text_config(config), "vocab_size", None) or 10**9)
         params = None if spec.dummy else _safetensors_params(Path(spec.source))
         if params is None:

@@ -52,7 +52,7 @@ def check_quants(backends: list[str], quants: list[str]) -> None:
     """Each ``--quant`` is a variant some chosen backend knows (a GGUF file type, an MLX quantization)."""
     from smallbench.backends import get_backend_class
 
-    takers = [get_backend_class(b) for b in backends if get_backend_class(b).takes_quant]
+    takers = [cls for cls in map(get_backend_class, backends) if cls.takes_quant]
     if quants and not takers:
         raise SmallbenchError(f"--quant applies to llama-cpp and mlx; none of {', '.join(backends)} takes it")
     for cls in takers:

@@ -79,7 +79,7 @@ def warm(tmp_path_factory):
 
 def test_injected_crash_memory_limit_and_hang_cost_only_their_cells(tmp_path, warm):
     faults = "segv:latency:llama-cpp:Q8_0,oom:memory:llama-cpp:Q4_0,hang:throughput:transformers"
-    proc = _start(tmp_path / "results", "--timeout", "30", env={"SMALLBENCH_INJECT_FAULT": faults})
+    proc = _start(tmp_path / "results", "--timeout", "45", env={"SMALLBENCH_INJECT_FAULT": faults})
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 1 and "Traceback" not in out + err, err
     _check_folder(tmp_path / "results", {proc.pid})
@@ -91,7 +91,7 @@ def test_injected_crash_memory_limit_and_hang_cost_only_their_cells(tmp_path, wa
                            ("throughput", "transformers", None)}  # fmt: skip
     assert "SIGSEGV in native code" in failed["latency", "llama-cpp", "Q8_0"]
     assert "MemoryError" in failed["memory", "llama-cpp", "Q4_0"]
-    assert "timed out after 30 s" in failed["throughput", "transformers", None]
+    assert "timed out after 45 s" in failed["throughput", "transformers", None]
     # resume: only the three failed cells run again (now without faults), the 15 good records stay as they were
     before = _records(tmp_path / "results")
     again = _start(tmp_path / "results")

@@ -63,6 +63,15 @@ def test_loglikelihoods_match_transformers(vllm_backend, tf_backend):
     assert any(g for _, g in ref) and not all(g for _, g in ref)  # the greedy flag is really compared
 
 
+def test_a_request_as_long_as_the_context_is_scored_as_transformers_scores_it(vllm_backend, tf_backend):
+    """Rolling perplexity windows (wikitext) fill the whole context: the engine must take them."""
+    n = vllm_backend.max_context + 1  # the longest sequence the backend scores
+    ids = [3 + i % 1000 for i in range(n + 40)]
+    (lp, _), (ref, _) = vllm_backend.loglikelihood([(ids[:-8], ids[-8:])])[0], tf_backend.loglikelihood(
+        [(ids[-n:-8], ids[-8:])])[0]  # fmt: skip
+    assert abs(lp - ref) < 1e-2
+
+
 def test_greedy_generation_is_identical_for_at_least_32_tokens(vllm_backend, tf_backend):
     assert vllm_backend.tokenize(PROMPTS[0]) == tf_backend.tokenize(PROMPTS[0])
     for p in PROMPTS:
