@@ -182,13 +182,13 @@ def test_bad_gguf_files_fail_their_own_cells_only(tmp_path, tiny_path, llama):
     assert len(missing.stderr.strip().splitlines()) == 1
 
 
-def test_context_overflow_fails_the_cell_with_one_line(tmp_path):
+def test_context_overflow_is_refused_before_any_cell(tmp_path):
     out = tmp_path / "results"
     proc = run_cli("run", "--backend", "llama-cpp", "--suite", "latency", "--ctx-size", "64", "--prompt-tokens",
                    "60", "--gen-tokens", "8", "--output", str(out), cwd=tmp_path)  # fmt: skip
-    assert proc.returncode == 1
-    rec = json.loads(next(out.glob("*.json")).read_text())
-    assert rec["status"] == "failed" and "needs 68 tokens of context but the context holds 64" in rec["error"]
+    assert proc.returncode == 2 and proc.stderr.strip() == ("error: suite 'latency': --prompt-tokens + --gen-tokens "
+                                                            "= 68 exceeds --ctx-size 64")  # fmt: skip
+    assert not out.exists()
 
 
 def test_extra_buffer_setting_reaches_llama_cpp_and_the_record(tmp_path):
