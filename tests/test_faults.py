@@ -86,7 +86,8 @@ def test_injected_crash_memory_limit_and_hang_cost_only_their_cells(tmp_path, wa
     _nothing_left(tmp_path / "results", {proc.pid})
     df = load_results(tmp_path / "results").drop_duplicates("cell_id")
     assert len(df) == CELLS
-    failed = {(r.suite, r.backend, r.quant): r.error for r in df[df.status == "failed"].itertuples()}
+    failed = {(r.suite, r.backend, r.quant if isinstance(r.quant, str) else None): r.error
+              for r in df[df.status == "failed"].itertuples()}  # fmt: skip
     assert set(failed) == {("latency", "llama-cpp", "Q8_0"), ("memory", "llama-cpp", "Q4_0"),
                            ("throughput", "transformers", None)}  # fmt: skip
     assert "SIGSEGV in native code" in failed["latency", "llama-cpp", "Q8_0"]
