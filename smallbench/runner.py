@@ -103,13 +103,8 @@ def _takes_quant(backend: str) -> bool:
 
 def finished(cell: Cell) -> ResultRecord | None:
     """The cell's existing successful record, if any."""
-    if not cell.path.exists():
-        return None
-    try:
-        rec = read_record(cell.path)
-    except SmallbenchError:
-        return None
-    return rec if rec.status == "ok" else None
+    rec = _existing(cell)
+    return rec if rec is not None and rec.status == "ok" else None
 
 
 def _log_tail(log: Path, lines: int = 1) -> str:
@@ -207,6 +202,7 @@ def run_one(cell: Cell, timeout: float, hardware: HardwareInfo, software: dict[s
 
 
 def _existing(cell: Cell) -> ResultRecord | None:
+    """The cell's record file as it stands (ok or failed), or None when there is none or it is not a record."""
     try:
         return read_record(cell.path) if cell.path.exists() else None
     except SmallbenchError:
