@@ -7,36 +7,46 @@ If the process dies outright, the parent runner writes the failed record instead
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import json
 import os
 import signal
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from smallbench import __version__, energy
-from smallbench.backends import BackendInfo, LoadedModelInfo, LoadSpec, get_backend_class
+from smallbench.backends import Backend, BackendInfo, LoadedModelInfo, LoadSpec, get_backend_class
 from smallbench.errors import SmallbenchError, one_line
 from smallbench.hardware import HardwareInfo, hardware_info, measure_memory_bandwidth, software_versions
-from smallbench.results import LoadRecord, ModelRecord, ResultRecord, redact, write_record
+from smallbench.results import LoadRecord, ModelRecord, ResultRecord, redact
 from smallbench.suites import SuiteContext, get_suite
-from smallbench.suites.base import Roofline
+from smallbench.suites.base import Roofline, SuiteResult
 from smallbench.telemetry import MemorySampler
 
 
 class CellSpec(BaseModel):
     run_id: str
     cell_id: str
-    record_path: str
     model: ModelRecord
     backend: str
     suite: str
     settings: dict[str, Any] = Field(default_factory=dict)
     load: dict[str, Any] = Field(default_factory=dict)  # LoadSpec fields other than ids
+
+
+class GroupSpec(BaseModel):
+    """Cells of one (model, backend, load) run in one process against one load of the model, in this order."""
+
+    cells: list[CellSpec]
 
 
 def failed_record(
@@ -90,15 +100,23 @@ def roofline(backend: BackendInfo, hardware: HardwareInfo, info: LoadedModelInfo
 
 
 #: Real faults for the fault-injection tests, never set in use: "KIND:SUITE:BACKEND[:QUANT],..." makes the matching
-#: cell, once its model is loaded, crash in native code (segv), hang (hang) or allocate past a memory limit (oom).
+#: cell, once its model is loaded, crash in native code (segv), hang (hang) or allocate past a memory limit (oom);
+#: "exit" makes the Ray worker that would run the cell's group exit (smallbench.ray_executor).
 INJECT_ENV = "SMALLBENCH_INJECT_FAULT"
 
 
-def inject_fault(spec: CellSpec) -> None:
+def injected(spec: CellSpec) -> list[str]:
+    """The faults :data:`INJECT_ENV` asks of this cell."""
+    kinds = []
     for item in filter(None, os.environ.get(INJECT_ENV, "").split(",")):
         kind, suite, backend, *quant = item.split(":")
-        if (suite, backend, quant[0] if quant else spec.model.quant) != (spec.suite, spec.backend, spec.model.quant):
-            continue
+        if (suite, backend, quant[0] if quant else spec.model.quant) == (spec.suite, spec.backend, spec.model.quant):
+            kinds.append(kind)
+    return kinds
+
+
+def inject_fault(spec: CellSpec) -> None:
+    for kind in injected(spec):
         if kind == "segv":
             import ctypes
 
@@ -110,68 +128,147 @@ def inject_fault(spec: CellSpec) -> None:
 
             with open("/proc/self/statm") as f:
                 used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-            resource.setrlimit(resource.RLIMIT_AS, (used + 2**28, resource.getrlimit(resource.RLIMIT_AS)[1]))
-            bytearray(2**32)
+            limits = resource.getrlimit(resource.RLIMIT_AS)
+            resource.setrlimit(resource.RLIMIT_AS, (used + 2**28, limits[1]))
+            try:
+                bytearray(2**32)
+            finally:
+                resource.setrlimit(resource.RLIMIT_AS, limits)
 
 
-def run_cell(spec: CellSpec) -> ResultRecord:
+@dataclass
+class Opened:
+    """A loaded backend: the engine, what it knows about the weights, and what loading cost (time, memory)."""
+
+    backend: Backend
+    info: LoadedModelInfo
+    load: LoadRecord
+
+
+@contextlib.contextmanager
+def opened(backend: str, spec: LoadSpec, before_load: Callable[[], None] | None = None) -> Iterator[Opened]:
+    """Load ``spec`` on ``backend`` and close it on leaving. The library import and ``prepare`` (conversions,
+    downloads) are not part of load time or load memory; ``before_load`` runs between them and the load."""
+    cls = get_backend_class(backend)
+    if (why := cls.missing()) is not None:
+        raise SmallbenchError(why)
+    b = cls()
+    b.import_library()
+    b.prepare(spec)
+    if before_load is not None:
+        before_load()
+    with MemorySampler(interval=0.05) as mem:
+        t0 = time.perf_counter()
+        info = b.load(spec)
+        seconds = time.perf_counter() - t0
+    p = mem.peaks
+    load = LoadRecord(seconds=seconds, rss_before_bytes=p.rss_start_bytes, rss_after_bytes=p.rss_end_bytes,
+                      rss_peak_bytes=p.rss_peak_bytes)  # fmt: skip
+    try:
+        yield Opened(b, info, load)
+    finally:
+        b.close()
+
+
+def open_backend(model: str = "tiny-llama", backend: str = "transformers", *, quant: str | None = None,
+                 revision: str | None = None, **load: Any) -> contextlib.AbstractContextManager[Opened]:  # fmt: skip
+    """A loaded backend for notebooks, benchmarks and tests, resolved and loaded the way a run loads it::
+
+        with smallbench.open_backend("tiny-llama", "llama-cpp", quant="Q8_0") as m:
+            trace = m.backend.stream(m.backend.tokenize("Hello"), 16)
+
+    ``load`` takes :class:`LoadSpec`'s fields (``device``, ``dtype``, ``dummy``, ``trust_remote_code``, ``options``).
+    """
+    from smallbench.models import resolve
+
+    m = resolve(model, revision, load.get("dummy", False), load.get("trust_remote_code", False))
+    return opened(backend, LoadSpec(model_id=m.id, source=m.source, revision=m.revision, quant=quant, **load))
+
+
+def run_group(group: GroupSpec, emit: Callable[[int, ResultRecord | None], None]) -> None:
+    """Run a group's suites, in order, against one load of its model. ``emit(i, None)`` announces cell ``i``
+    (before the load for the first); ``emit(i, record)`` hands back its record (ok or failed). A suite that raises
+    fails alone; a load that fails fails every cell. A roofline record may be emitted twice: the second time with a
+    better CPU bandwidth measured after the engine closed (the caller keeps the last)."""
     started = time.perf_counter()
     hardware, software = hardware_info(), software_versions()
-    backend_info = None
+    first = group.cells[0]
+    suites = [get_suite(c.suite) for c in group.cells]
+    bandwidth: list[float] = []
+    backend_info, roofs, recorded = None, [], set()
+
+    def record(i: int, rec: ResultRecord) -> None:
+        recorded.add(i)
+        emit(i, rec)
+
+    def before_load() -> None:
+        if any(s.uses_roofline for s in suites):
+            bandwidth.append(measure_memory_bandwidth())
+
+    emit(0, None)
     try:
-        cls = get_backend_class(spec.backend)
-        if (why := cls.missing()) is not None:
-            raise SmallbenchError(why)
-        suite = get_suite(spec.suite)
-        settings = suite.settings(spec.settings)
-        backend = cls()
-        backend.import_library()  # the library import is not part of load time or load memory
-        load_spec = LoadSpec(model_id=spec.model.id, source=spec.model.source or spec.model.id,
-                             revision=spec.model.revision, **spec.load)  # fmt: skip
-        backend.prepare(load_spec)  # conversions and downloads: not part of load time or load memory
-        cpu_bandwidth = measure_memory_bandwidth() if suite.uses_roofline else None
-        with MemorySampler(interval=0.05) as mem:
-            t0 = time.perf_counter()
-            info = backend.load(load_spec)
-            load_s = time.perf_counter() - t0
-        p = mem.peaks
-        load = LoadRecord(seconds=load_s, rss_before_bytes=p.rss_start_bytes, rss_after_bytes=p.rss_end_bytes,
-                          rss_peak_bytes=p.rss_peak_bytes)  # fmt: skip
-        backend_info = backend.describe()
-        inject_fault(spec)
-        roof = roofline(backend_info, hardware, info, cpu_bandwidth) if suite.uses_roofline else None
-        meter = energy.meter_for(backend_info.device)
-        try:
-            result = suite.run(backend, settings, SuiteContext(load=load, model_info=info, roofline=roof, energy=meter))
-        finally:
-            backend.close()
-        if roof is not None:  # a CPU measurement disturbed by anything else running is retaken with no engine up
-            again = measure_memory_bandwidth() if roof.source.startswith("measured") else None
-            roof.finish(max(roof.bandwidth_bytes_s, again or 0))
-        model = spec.model.model_copy(update={
-            "params_total": info.params_total, "params_active": info.params_active, "dtype": info.dtype,
-            "quant": info.quant or spec.model.quant,
-        })  # fmt: skip
-        return ResultRecord(
-            smallbench_version=__version__,
-            cell_id=spec.cell_id,
-            run_id=spec.run_id,
-            status="ok",
-            suite=spec.suite,
-            settings=settings.model_dump(),
-            model=model,
-            backend=backend_info,
-            hardware=hardware,
-            software=software,
-            load=load,
-            metrics=result.metrics,
-            samples=result.samples,
-            extra=result.extra,
-            duration_s=time.perf_counter() - started,
-        )
-    except Exception as exc:
+        load_spec = LoadSpec(model_id=first.model.id, source=first.model.source or first.model.id,
+                             revision=first.model.revision, **first.load)  # fmt: skip
+        with opened(first.backend, load_spec, before_load) as m:
+            backend_info = m.backend.describe()
+            meter = energy.meter_for(backend_info.device)
+            for i, (spec, suite) in enumerate(zip(group.cells, suites, strict=True)):
+                if i:
+                    emit(i, None)
+                t0 = time.perf_counter()
+                try:
+                    inject_fault(spec)
+                    settings = suite.settings(spec.settings)
+                    roof = roofline(backend_info, hardware, m.info, bandwidth[0]) if suite.uses_roofline else None
+                    result = suite.run(m.backend, settings, SuiteContext(load=m.load, model_info=m.info, roofline=roof,
+                                                                         energy=meter))  # fmt: skip
+                except Exception as exc:
+                    traceback.print_exc()
+                    record(i, failed_record(spec, one_line(exc), hardware, software, backend_info, t0))
+                    continue
+                model = spec.model.model_copy(update={
+                    "params_total": m.info.params_total, "params_active": m.info.params_active, "dtype": m.info.dtype,
+                    "quant": m.info.quant or spec.model.quant,
+                })  # fmt: skip
+                rec = ResultRecord(
+                    smallbench_version=__version__, cell_id=spec.cell_id, run_id=spec.run_id, status="ok",
+                    suite=spec.suite, settings=settings.model_dump(), model=model, backend=backend_info,
+                    hardware=hardware, software=software, load=m.load, metrics=result.metrics, samples=result.samples,
+                    extra=result.extra, duration_s=time.perf_counter() - t0 + (m.load.seconds if not i else 0.0),
+                )  # fmt: skip
+                if roof is None:
+                    record(i, rec)
+                    continue
+                roofs.append((i, rec, result, roof))
+                measured = roof.source.startswith("measured")
+                record(i, _with_roofline(rec, result, roof, roof.bandwidth_bytes_s,
+                                         BEFORE_LOAD if measured else roof.source))  # fmt: skip
+    except Exception as exc:  # the load (or the close) failed: every cell not yet recorded fails with it
         traceback.print_exc()
-        return failed_record(spec, one_line(exc), hardware, software, backend_info, started)
+        for i, spec in enumerate(group.cells):
+            if i not in recorded:
+                record(i, failed_record(spec, one_line(exc), hardware, software, backend_info, started))
+        return
+    # a CPU measurement disturbed by anything else running is retaken with no engine up: the roofline records are
+    # sent again with the better of the two
+    if any(r.source.startswith("measured") for *_, r in roofs):
+        again = measure_memory_bandwidth()
+        for i, rec, result, roof in roofs:
+            emit(i, _with_roofline(rec, result, roof, max(again, roof.bandwidth_bytes_s), roof.source))
+
+
+#: The roofline's source while only the measurement before the load is in (the one after close comes at the end).
+BEFORE_LOAD = "measured: multi-threaded memory copy before the load"
+
+
+def _with_roofline(rec: ResultRecord, result: SuiteResult, roof: Roofline, bandwidth: float,
+                   source: str) -> ResultRecord:  # fmt: skip
+    """The record with ``decode_bandwidth_pct`` at ``bandwidth`` (the suite's own result and roofline stay
+    unfinished, so that a better bandwidth can be applied later)."""
+    result, roof = copy.deepcopy((result, roof))
+    roof.source = source
+    roof.finish(bandwidth)
+    return rec.model_copy(update={"metrics": result.metrics, "samples": result.samples, "extra": result.extra})
 
 
 def _end_group() -> None:
@@ -200,12 +297,28 @@ def tie_to_runner() -> None:
     threading.Thread(target=watch, name="smallbench-runner-watch", daemon=True).start()
 
 
+#: The file descriptor on which a cell started by the runner sends its messages (JSON lines).
+CHANNEL_ENV = "SMALLBENCH_CHANNEL_FD"
+
+
 def main(argv: list[str]) -> int:
+    """``python -m smallbench.cell GROUP.json``: run the group, send each message to the runner as a JSON line
+    (``{"start": i}``, ``{"record": i, "data": {...}}``); the runner alone writes records."""
     tie_to_runner()
-    spec = CellSpec.model_validate_json(Path(argv[1]).read_text(encoding="utf-8"))
-    record = run_cell(spec)
-    write_record(record, Path(spec.record_path))
-    return 0 if record.status == "ok" else 1
+    group = GroupSpec.model_validate_json(Path(argv[1]).read_text(encoding="utf-8"))
+    channel = os.fdopen(int(os.environ[CHANNEL_ENV]), "w", encoding="utf-8")
+    failed = False
+
+    def emit(i: int, record: ResultRecord | None) -> None:
+        nonlocal failed
+        failed |= record is not None and record.status != "ok"
+        msg = {"start": i} if record is None else {"record": i, "data": record.model_dump(mode="json")}
+        channel.write(json.dumps(msg) + "\n")
+        channel.flush()
+
+    run_group(group, emit)
+    channel.close()
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

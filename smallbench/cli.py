@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import signal
 import sys
@@ -48,7 +49,18 @@ def run(
     suite: Annotated[str, typer.Option("--suite", "-s", help="Suite(s), comma list.")] = "latency,throughput,memory",
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for result records.")] = Path("results"),
     force: Annotated[bool, typer.Option(help="Re-run cells that already have a successful record.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds before a cell is killed.")] = 1800.0,
+    timeout: Annotated[float, typer.Option(help="Seconds a suite may take (the first of a group: with the load) "
+                                                "before its process is killed.")] = 1800.0,
+    executor: Annotated[str, typer.Option(help="local: a child process per group, with --timeout | inline: in this "
+                                               "process (no isolation, no timeout) | ray: a task per group on a Ray "
+                                               "cluster")] = "local",
+    address: Annotated[str | None, typer.Option(help="ray: the cluster, auto | HOST:PORT | ray://HOST:PORT")] = None,
+    retries: Annotated[int, typer.Option(help="ray: re-runs of a group whose node died or worker crashed")] = 1,
+    ray_resources: Annotated[str | None, typer.Option(
+        help="ray: what each group asks of a node, JSON, e.g. '{\"H100\": 1}' (GPU: 1 with --device cuda)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Show the cells (with ray: where they can run); run none.")] = False,
+    isolate: Annotated[str, typer.Option(help="group: a model's suites share one load | suite: one load (and "
+                                              "process) per suite")] = "group",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto | float32 | float16 | bfloat16")] = "auto",
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).")] = None,
@@ -81,12 +93,15 @@ def run(
     ttft_slo_ms: Annotated[float | None, typer.Option(help="Serving: TTFT SLO for goodput (ms).")] = None,
     tpot_slo_ms: Annotated[float | None, typer.Option(help="Serving: TPOT SLO for goodput (ms).")] = None,
 ) -> None:
-    """Run every (model × backend × suite) cell, each in its own process, and print a summary."""
+    """Run every (model × backend × quant × suite) cell and print a summary. The suites of one model on one backend
+    share one load, in a child process of their own (--isolate suite: one per suite)."""
     from smallbench import models as model_registry
     from smallbench import runner, validate
     from smallbench.backends import get_backend_class
     from smallbench.backends.llama_cpp import EXTRA_BUFTS
+    from smallbench.executors import NAMES, get_executor
     from smallbench.hardware import hardware_info, software_versions
+    from smallbench.ray_executor import parse_resources
     from smallbench.results import redact
     from smallbench.suites import get_suite
 
@@ -111,6 +126,12 @@ def run(
     validate.check_choice("--device", device, validate.DEVICE)
     validate.check_choice("--dtype", dtype, validate.DTYPES)
     validate.check_number("--timeout", timeout, 0, strict=True)
+    validate.check_choice("--executor", executor, NAMES)
+    validate.check_number("--retries", retries, 0)
+    if (address is not None or ray_resources is not None) and executor != "ray":
+        raise SmallbenchError("--address and --ray-resources apply to --executor ray")
+    ray_options = {"address": address or "auto", "retries": retries, "resources": parse_resources(ray_resources)}
+    validate.check_choice("--isolate", isolate, ("group", "suite"))
     for name, value in (("--batch-size", batch_size), ("--ctx-size", ctx_size), ("--threads", threads)):
         validate.check_number(name, value, 1)
     validate.check_number("--n-gpu-layers", n_gpu_layers, 0)
@@ -146,6 +167,11 @@ def run(
     hardware, software = hardware_info(), software_versions()
     run_id = runner.new_run_id()
     cells = runner.plan(resolved, backends, suites, settings, load, hardware, output, run_id, _split(quant) or None)
+    runner_executor = get_executor(executor, hardware, software, **(ray_options if executor == "ray" else {}))
+    if dry_run:
+        wide = console if console.is_terminal else Console(width=200, markup=False, highlight=False)  # piped: whole
+        wide.print(plan_table(cells, runner_executor, isolate, force))
+        return
 
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console, transient=False) as progress:  # fmt: skip
@@ -162,7 +188,8 @@ def run(
             progress.advance(task)
 
         try:
-            records = runner.execute(cells, timeout, force, hardware, software, on_start, on_done)
+            records = runner.execute(cells, timeout, force, hardware, software, on_start, on_done,
+                                     executor=runner_executor, isolate=isolate)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (runner.Interrupted): the cell was stopped and recorded
             sig = exc.signal if isinstance(exc, runner.Interrupted) else signal.SIGINT
             raise Stopped(sig.name, sig.value) from None
@@ -171,6 +198,39 @@ def run(
     console.print(f"results: {output}/  (load with smallbench.load_results('{output}'))")
     if any(r.status != "ok" for r in records):
         raise typer.Exit(1)
+
+
+def plan(**kwargs) -> None:
+    """Dry run: the cells `smallbench run` would run with these options, their groups, which are already done, and
+    (--executor ray) whether the cluster can place them."""
+    run(**{**kwargs, "dry_run": True})
+
+
+_run_signature = inspect.signature(run, eval_str=True)
+plan.__signature__ = _run_signature.replace(  # run's options, less --dry-run
+    parameters=[p for n, p in _run_signature.parameters.items() if n != "dry_run"])
+app.command("plan")(plan)
+
+
+def plan_table(cells, executor, isolate: str, force: bool) -> Table:
+    """The dry run: every cell, its group, whether it would run or be reused, and (ray) whether the cluster can
+    place it."""
+    from smallbench import runner
+    from smallbench.cell import GroupSpec
+
+    nodes = executor.nodes() if executor.name == "ray" else None
+    table = Table(title=f"smallbench plan ({executor.name} executor, one load per {isolate})", box=box.SIMPLE_HEAD)
+    for col in ("group", "model", "backend", "suite", "cell", "state", "placement"):
+        table.add_column(col, no_wrap=col != "placement")
+    for n, idx in enumerate(runner.groups(cells, isolate), 1):
+        where = "here" if nodes is None else (executor.unplaceable(GroupSpec(cells=[cells[i].spec for i in idx]),
+                                                                   nodes) or "placeable")  # fmt: skip
+        for i in idx:
+            c = cells[i]
+            state = "reuse" if not force and runner.finished(c) is not None else "run"
+            model = c.spec.model.id + (f" [{c.spec.model.quant}]" if c.spec.model.quant else "")
+            table.add_row(str(n), Text(model), c.spec.backend, c.spec.suite, c.spec.cell_id, state, Text(where))
+    return table
 
 
 def print_tables(records) -> None:

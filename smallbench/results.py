@@ -116,7 +116,7 @@ def write_record(record: ResultRecord, path: Path) -> None:
 
 def sweep_partial(folder: Path) -> None:
     """Remove the temp files of record writers that died mid-write (``.NAME.PID.*.tmp``; a live writer's stay)."""
-    from smallbench.runner import alive
+    from smallbench.executors import alive
 
     for f in Path(folder).glob(".*.tmp"):
         pid = f.name.rsplit(".json.", 1)[-1].split(".")[0]

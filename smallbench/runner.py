@@ -1,8 +1,9 @@
-"""The runner: plans the matrix, runs each cell in its own process with a timeout, resumes.
+"""The runner: plans the matrix, runs it group by group through an executor, writes the records, resumes.
 
-Isolation is the runner's job alone: a crash, OOM or hang inside one cell is recorded as that
-cell's failed record and the run goes on. Finished cells are skipped on the next run unless
-``force``; failed cells are retried.
+A group is the cells of one (model, backend, quant, load settings): its suites run against one load of the model
+(``isolate="suite"``: one load per suite, as each cell had before). The executor (smallbench.executors) isolates the
+group: a crash, OOM or hang is recorded as failed records and the run goes on. The runner alone writes records.
+Finished cells are skipped on the next run unless ``force``; failed cells are retried.
 """
 
 from __future__ import annotations
@@ -10,13 +11,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -28,28 +24,25 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from smallbench.backends import get_backend_class
-from smallbench.cell import CellSpec, failed_record
+from smallbench.cell import CellSpec, GroupSpec
 from smallbench.errors import SmallbenchError
+from smallbench.executors import Executor, Interrupted, Job, LocalExecutor, sweep_temp
 from smallbench.hardware import HardwareInfo
 from smallbench.models import ResolvedModel
-from smallbench.paths import SCRATCH_ENV
 from smallbench.results import ModelRecord, ResultRecord, read_record, redact, sweep_partial, write_record
 from smallbench.suites import get_suite
+
+__all__ = ["Cell", "Interrupted", "execute", "finished", "new_run_id", "plan"]
 
 LOG_DIR = ".logs"
 #: Per-cell locks, beside the records (hidden: scans skip them).
 LOCK_DIR = ".locks"
-#: Per-cell temp folders: ``smallbench-cell-<runner pid>-<random>`` in the system temp folder.
-TMP_PREFIX = "smallbench-cell-"
-#: Signals by which native code dies (a segfault in an engine), as opposed to being killed (OOM, timeout).
-NATIVE_CRASH = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
 
 
 @dataclass
 class Cell:
     spec: CellSpec
     path: Path
-    log: Path
 
     @property
     def label(self) -> str:
@@ -79,22 +72,33 @@ def plan(
         for b, quant in [(name, q) for name in backends for q in (quants if quants and _takes_quant(name) else [None])]:
             load_q = {**load, "quant": quant} if quant else load
             for s in suites:
-                suite_settings = get_suite(s).settings(settings).model_dump()
-                key = {
-                    "model": m.id, "revision": m.revision, "weights": m.weights_sha256, "backend": b, "suite": s,
-                    "settings": suite_settings, "load": load_q, "hardware": hardware.fingerprint,
-                }  # fmt: skip
-                cell_id = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-                name = f"{_slug(m.id)}__{b}{'-' + _slug(quant) if quant else ''}__{s}__{cell_id}"
-                path = output / f"{name}.json"
                 model = ModelRecord(
                     id=m.id, source=m.source, revision=m.revision, weights_sha256=m.weights_sha256,
                     builtin=m.builtin, dummy=bool(load.get("dummy")), quant=quant,
                 )  # fmt: skip
-                spec = CellSpec(run_id=run_id, cell_id=cell_id, record_path=str(path), model=model, backend=b,
-                                suite=s, settings=suite_settings, load=load_q)  # fmt: skip
-                cells.append(Cell(spec=spec, path=path, log=output / LOG_DIR / f"{name}.log"))
+                spec = CellSpec(run_id=run_id, cell_id="", model=model, backend=b, suite=s,
+                                settings=get_suite(s).settings(settings).model_dump(), load=load_q)  # fmt: skip
+                spec.cell_id = cell_id(spec, hardware.fingerprint)
+                cells.append(Cell(spec=spec, path=record_path(output, spec)))
     return cells
+
+
+def cell_id(spec: CellSpec, fingerprint: str) -> str:
+    """The cell's stable id: a hash of everything that determines its result, the hardware it runs on included
+    (so a cell run on another machine, e.g. a Ray node, has its own id and its own record)."""
+    key = {
+        "model": spec.model.id, "revision": spec.model.revision, "weights": spec.model.weights_sha256,
+        "backend": spec.backend, "suite": spec.suite, "settings": spec.settings, "load": spec.load,
+        "hardware": fingerprint,
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def record_path(output: Path, spec: CellSpec) -> Path:
+    """``<model>__<backend>[-quant]__<suite>__<cell id>.json``: visible, token-free, bounded, unique per cell."""
+    quant = spec.model.quant
+    return output / f"{_slug(spec.model.id)}__{spec.backend}{'-' + _slug(quant) if quant else ''}__{spec.suite}__" \
+                    f"{spec.cell_id}.json"
 
 
 def _takes_quant(backend: str) -> bool:
@@ -103,189 +107,156 @@ def _takes_quant(backend: str) -> bool:
 
 def finished(cell: Cell) -> ResultRecord | None:
     """The cell's existing successful record, if any."""
-    rec = _existing(cell)
+    rec = _existing(cell.path)
     return rec if rec is not None and rec.status == "ok" else None
 
 
-def _log_tail(log: Path, lines: int = 1) -> str:
+def _existing(path: Path) -> ResultRecord | None:
+    """A cell's record file as it stands (ok or failed), or None when there is none or it is not a record."""
     try:
-        text = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])
-
-
-def _kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM the cell's whole process group (engines it spawned included), SIGKILL what is left."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            break  # the group is empty
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=wait)
-    proc.wait()
-
-
-def _signal_reason(cell: Cell, sig: signal.Signals) -> str:
-    """Why the cell died, with its backend's advice when native code crashed."""
-    reason = f"cell process killed by signal {sig.name}"
-    if sig == signal.SIGKILL:
-        return reason + " (out of memory?)"
-    if sig in NATIVE_CRASH:
-        hint = get_backend_class(cell.spec.backend).crash_hint(cell.spec.load.get("options", {}))
-        return reason + f" in native code{'; ' + hint if hint else ''}"
-    return reason
-
-
-class Interrupted(KeyboardInterrupt):
-    """The runner was told to stop (SIGINT or SIGTERM): the running cell is stopped and recorded as failed."""
-
-    def __init__(self, sig: signal.Signals) -> None:
-        super().__init__(sig.name)
-        self.signal = sig
-
-
-def _cell_env(tmp: str) -> dict[str, str]:
-    """The child's environment: its temp files go in the runner's per-cell folder (removed after the cell, whatever
-    happens to it), and it knows its runner, so that it ends itself if the runner dies."""
-    return {**os.environ, SCRATCH_ENV: tmp, "SMALLBENCH_RUNNER_PID": str(os.getpid())}
-
-
-def run_one(cell: Cell, timeout: float, hardware: HardwareInfo, software: dict[str, str]) -> ResultRecord:
-    """Run one cell in a child process; always returns the cell's record (ok or failed). On an interruption the
-    cell's process group is stopped, its failed record written, and the interruption raised again."""
-    cell.log.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-")
-    spec_file = Path(tmp) / "cell.json"
-    spec_file.write_text(cell.spec.model_dump_json(), encoding="utf-8")
-    error, stop = None, None
-    try:
-        with open(cell.log, "w", encoding="utf-8") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "smallbench.cell", str(spec_file)], env=_cell_env(tmp),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-            try:
-                code = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                error = f"timed out after {timeout:g} s"
-            except KeyboardInterrupt as exc:
-                _kill_group(proc, grace=2.0)
-                stop = exc
-                error = f"interrupted by {exc.signal.name if isinstance(exc, Interrupted) else 'SIGINT'}"
-            else:
-                _kill_group(proc, grace=0)  # reap anything the cell left running
-                if code < 0:
-                    error = _signal_reason(cell, signal.Signals(-code))
-                elif code not in (0, 1):
-                    error = f"cell process exited with code {code}"
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    _scrub_log(cell.log)
-    existing = _existing(cell)
-    if existing is not None and existing.run_id == cell.spec.run_id and error is None:
-        return existing
-    if error is None:
-        error = "cell process ended without writing a result"
-    tail = _log_tail(cell.log)
-    if tail and stop is None:
-        error += f"; log: {tail[-300:]}"
-    record = failed_record(cell.spec, error, hardware, software, started=started)
-    if existing is None or existing.status != "ok":  # a failure never replaces a good record (a --force re-run's)
-        write_record(record, cell.path)
-    if stop is not None:
-        raise stop
-    return record
-
-
-def _existing(cell: Cell) -> ResultRecord | None:
-    """The cell's record file as it stands (ok or failed), or None when there is none or it is not a record."""
-    try:
-        return read_record(cell.path) if cell.path.exists() else None
+        return read_record(path) if path.exists() else None
     except SmallbenchError:
         return None
-
-
-def _scrub_log(log: Path) -> None:
-    """Token-shaped strings out of a cell's log (an argument, a traceback's locals)."""
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        text = log.read_text(encoding="utf-8")
-        if redact(text) != text:
-            log.write_text(redact(text), encoding="utf-8")
-
-
-def sweep_temp() -> None:
-    """Remove per-cell temp folders whose runner is gone (one killed with SIGKILL cannot clean up after itself)."""
-    for d in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*-*"):
-        pid = d.name.removeprefix(TMP_PREFIX).split("-")[0]
-        if pid.isdigit() and not alive(int(pid)):
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
+def groups(cells: list[Cell], isolate: str = "group") -> list[list[int]]:
+    """The cells' indices by group, in the order groups first appear: the cells of one (model, backend, quant, load
+    settings), the suites that measure the process's memory first (before other suites' work has grown the
+    process), the others in the order asked for. ``isolate="suite"``: every cell its own group."""
+    if isolate == "suite":
+        return [[i] for i in range(len(cells))]
+    out: dict[str, list[int]] = {}
+    for i, c in enumerate(cells):
+        key = json.dumps([c.spec.model.model_dump(mode="json"), c.spec.backend, c.spec.load], sort_keys=True)
+        out.setdefault(key, []).append(i)
+    return [sorted(idx, key=lambda i: not get_suite(cells[i].spec.suite).runs_first) for idx in out.values()]
+
+
 def execute(
     cells: list[Cell], timeout: float, force: bool, hardware: HardwareInfo, software: dict[str, str],
     on_start: Callable[[Cell], None] | None = None, on_done: Callable[[Cell, ResultRecord, bool], None] | None = None,
-    on_wait: Callable[[Cell], None] | None = None,
+    on_wait: Callable[[Cell], None] | None = None, executor: Executor | None = None, isolate: str = "group",
 ) -> list[ResultRecord]:  # fmt: skip
-    """Run the cells in order; returns one record per cell (reused ones included), in the cells' order.
+    """Run the cells group by group (:func:`groups`) through ``executor`` (default: a local child process per
+    group); returns one record per cell (reused ones included), in the cells' order.
 
-    A cell is run under its lock (``.locks/`` in the results folder; the OS drops it when its holder dies), so two
+    A cell runs under its lock (``.locks/`` in the results folder; the OS drops it when its holder dies), so two
     runs on one folder never run the same cell at once: a cell another live run holds is put off to the end, then
     waited for, and its record reused if it ended ok. SIGTERM is handled like Ctrl-C (:class:`Interrupted`)."""
+    executor = executor or LocalExecutor(hardware, software)
     sweep_temp()
-    for folder in {c.path.parent for c in cells if c.path.parent.is_dir()}:
-        sweep_partial(folder)
+    folders = {c.path.parent for c in cells}
+    for folder in folders:
+        if folder.is_dir():
+            sweep_partial(folder)
     done: dict[int, ResultRecord] = {}
 
-    def one(i: int, cell: Cell, reuse: bool) -> None:
-        prior = finished(cell) if reuse else None
-        if prior is not None:
-            done[i] = prior
-            if on_done:
-                on_done(cell, prior, True)
-            return
-        if on_start:
-            on_start(cell)
-        done[i] = run_one(cell, timeout, hardware, software)
+    def reuse(i: int, record: ResultRecord) -> None:
+        done[i] = record
         if on_done:
-            on_done(cell, done[i], False)
+            on_done(cells[i], record, True)
 
-    with _stop_on_sigterm():
-        later = []
-        for i, cell in enumerate(cells):
-            lock = _lock(cell)
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                later.append((i, cell))
-                continue
-            try:
-                one(i, cell, reuse=not force)
-            finally:
-                lock.release()
-        for i, cell in later:  # another run held it: wait, then take its record if it ended ok, else run it
-            if on_wait:
-                on_wait(cell)
-            with _lock(cell):
-                one(i, cell, reuse=True)
+    def job(idx: list[int], check: bool) -> Job | None:
+        """The group of these cells that have no good record yet (all of them unless ``check``)."""
+        todo = []
+        for i in idx:
+            prior = finished(cells[i]) if check else None
+            if prior is None:
+                todo.append(i)
+            else:
+                reuse(i, prior)
+        if not todo:
+            return None
+
+        def started(k: int) -> None:
+            if on_start:
+                on_start(cells[todo[k]])
+
+        def emit(k: int, record: ResultRecord) -> None:
+            i = todo[k]
+            _store(_path_for(cells[i], record.cell_id), record)
+            first = i not in done
+            done[i] = record
+            if first and on_done:
+                on_done(cells[i], record, False)
+
+        def reused(k: int, cell_id: str) -> None:
+            rec = _existing(_path_for(cells[todo[k]], cell_id))
+            if rec is not None:
+                reuse(todo[k], rec)
+
+        return Job(GroupSpec(cells=[cells[i].spec for i in todo]), _group_log(cells, todo), started, emit, reused)
+
+    def done_ids() -> set[str]:
+        from smallbench.results import scan_records
+
+        return {r.cell_id for folder in folders for r in scan_records(folder)[0] if r.status == "ok"}
+
+    with _stop_on_sigterm(), contextlib.ExitStack() as held:
+        later, jobs = [], []
+        for idx in groups(cells, isolate):
+            mine = []
+            with contextlib.ExitStack() as locks:
+                for i in idx:
+                    lock = _lock(cells[i])
+                    try:
+                        lock.acquire(timeout=0)
+                    except Timeout:
+                        later.append(i)
+                        continue
+                    locks.callback(lock.release)
+                    mine.append(i)
+                if (j := job(mine, check=not force)) is None:
+                    continue
+                if executor.parallel:  # all groups at once: their locks are held until the executor is done
+                    held.push(locks.pop_all())
+                    jobs.append(j)
+                else:
+                    executor.run_all([j], timeout, done_ids)
+        if jobs:
+            executor.run_all(jobs, timeout, done_ids)
+        held.close()
+        # cells another run held: wait for them (in one global order, so two runs never wait on each other), then
+        # take its records where they ended ok, else run them
+        for idx in groups([cells[i] for i in later], isolate):
+            idx = [later[k] for k in idx]
+            for i in idx:
+                if on_wait:
+                    on_wait(cells[i])
+            with contextlib.ExitStack() as locks:
+                for i in sorted(idx, key=lambda i: cells[i].path.name):
+                    locks.enter_context(_lock(cells[i]))
+                if (j := job(idx, check=True)) is not None:
+                    executor.run_all([j], timeout, done_ids)
     return [done[i] for i in range(len(cells))]
+
+
+def _path_for(cell: Cell, cell_id: str) -> Path:
+    """Where a record of this cell goes: its planned path, or, run where the hardware differs (a Ray node), the path
+    for the id it got there."""
+    if cell_id == cell.spec.cell_id:
+        return cell.path
+    return record_path(cell.path.parent, cell.spec.model_copy(update={"cell_id": cell_id}))
+
+
+def _store(path: Path, record: ResultRecord) -> None:
+    """Write the cell's record, except a failure over a good record (a --force re-run's failure keeps the old)."""
+    existing = _existing(path)
+    if record.status == "ok" or existing is None or existing.status != "ok":
+        write_record(record, path)
+
+
+def _group_log(cells: list[Cell], idx: list[int]) -> Path:
+    """One log per group run: ``.logs/<model>__<backend>[-quant]__<suite+suite>__<id>.log``."""
+    first = cells[idx[0]]
+    prefix = first.path.stem.rsplit("__", 2)[0]
+    suites = "+".join(cells[i].spec.suite for i in idx)
+    gid = hashlib.sha256("".join(cells[i].spec.cell_id for i in idx).encode()).hexdigest()[:16]
+    return first.path.parent / LOG_DIR / f"{prefix}__{suites}__{gid}.log"
 
 
 def _lock(cell: Cell) -> FileLock:

@@ -134,6 +134,8 @@ class Suite(ABC):
     settings_model: ClassVar[type[SuiteSettings]]
     #: Whether the suite reports decode speed against the memory-bandwidth bound (needs a :class:`Roofline`).
     uses_roofline: ClassVar[bool] = False
+    #: Whether the suite measures the process's own memory, so that it runs first when suites share one load.
+    runs_first: ClassVar[bool] = False
 
     def settings(self, overrides: dict[str, Any]) -> SuiteSettings:
         return self.settings_model.model_validate(overrides)

@@ -43,6 +43,7 @@ def predict(info: LoadedModelInfo, s: MemorySettings) -> dict[str, int] | None:
 class MemorySuite(Suite):
     name = "memory"
     settings_model = MemorySettings
+    runs_first = True  # the peaks of a process that other suites' work has already grown would say little
 
     def run(self, backend: Backend, settings: MemorySettings, ctx: SuiteContext) -> SuiteResult:
         s = settings

@@ -35,12 +35,10 @@ def tiny_path() -> Path:
 
 @pytest.fixture(scope="session")
 def tf_backend(tiny_path):
-    from smallbench.backends import LoadSpec, get_backend_class
+    import smallbench
 
-    b = get_backend_class("transformers")()
-    b.load(LoadSpec(model_id="tiny-llama", source=str(tiny_path), device="cpu"))
-    yield b
-    b.close()
+    with smallbench.open_backend("tiny-llama", "transformers", device="cpu") as m:
+        yield m.backend
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None):

@@ -25,9 +25,13 @@ def _cell_processes(parent: psutil.Process) -> list[psutil.Process]:
     return out
 
 
-def test_killed_cell_becomes_failed_record_and_run_completes(tmp_path, tiny_path):
+@pytest.mark.parametrize("isolate", ["group", "suite"])
+def test_killed_cell_becomes_failed_record_and_run_completes(tmp_path, tiny_path, isolate):
+    """The memory suite's process is killed: with one load per group the latency suite after it is lost too (and
+    says why); with one process per suite it runs."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "smallbench.cli", "run", "--suite", "latency,memory", "--repeats", "300", *ARGS],
+        [sys.executable, "-m", "smallbench.cli", "run", "--suite", "memory,latency", "--repeats", "300", *ARGS,
+         "--isolate", isolate],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     parent = psutil.Process(proc.pid)
@@ -45,9 +49,13 @@ def test_killed_cell_becomes_failed_record_and_run_completes(tmp_path, tiny_path
     assert "Traceback" not in out + err
     df = load_results(tmp_path / "results")
     by_suite = df.groupby("suite")["status"].first().to_dict()
-    assert by_suite == {"latency": "failed", "memory": "ok"}
-    error = df[df.suite == "latency"]["error"].iloc[0]
+    assert by_suite == {"memory": "failed", "latency": "failed" if isolate == "group" else "ok"}
+    error = df[df.suite == "memory"]["error"].iloc[0]
     assert "killed by signal SIGKILL" in error
+    if isolate == "group":
+        assert df[df.suite == "latency"]["error"].iloc[0].startswith("not run: the group's process ended during its "
+                                                                     "memory suite (cell process killed by signal "
+                                                                     "SIGKILL")  # fmt: skip
 
 
 def test_hanging_cell_times_out_and_leaves_no_process(tmp_path, tiny_path):
@@ -97,7 +105,7 @@ def test_a_native_crash_in_a_test_fails_that_test_and_the_run_goes_on(tmp_path):
 def _start(tmp_path, *args: str) -> tuple[subprocess.Popen, psutil.Process]:
     """A run whose first cell (latency, many repeats) is still measuring when the test acts on it."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "smallbench.cli", "run", "--suite", "latency,memory", "--repeats", "300", *ARGS, *args],
+        [sys.executable, "-m", "smallbench.cli", "run", "--suite", "memory,latency", "--repeats", "300", *ARGS, *args],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     parent = psutil.Process(proc.pid)
@@ -115,7 +123,7 @@ def _temp_folders(pid: int) -> list:
     import tempfile
     from pathlib import Path
 
-    from smallbench.runner import TMP_PREFIX
+    from smallbench.executors import TMP_PREFIX
 
     return list(Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}{pid}-*"))
 
@@ -130,7 +138,7 @@ def test_a_stopped_run_stops_its_cell_records_it_and_says_how_to_resume(tmp_path
     assert not psutil.pid_exists(cell.pid) or cell.status() == psutil.STATUS_ZOMBIE
     assert _temp_folders(proc.pid) == []
     df = load_results(tmp_path / "results")
-    assert df["suite"].tolist() == ["latency"] and df["status"].tolist() == ["failed"]  # memory never started
+    assert df["suite"].tolist() == ["memory"] and df["status"].tolist() == ["failed"]  # latency never started
     assert df["error"].iloc[0] == f"interrupted by {sig.name}"
 
 
@@ -142,7 +150,7 @@ def test_a_cell_ends_itself_when_its_runner_is_killed(tmp_path, tiny_path):
     assert not alive, "the cell outlived its runner"
     assert not list((tmp_path / "results").glob("*.json"))  # the cell wrote nothing after its runner died
     assert _temp_folders(proc.pid)  # left behind by the killed runner...
-    from smallbench.runner import sweep_temp
+    from smallbench.executors import sweep_temp
 
     sweep_temp()
     assert _temp_folders(proc.pid) == []  # ...and removed by the next run

@@ -166,6 +166,11 @@ def test_cli_runs_every_suite_offline(tmp_path):
     rec = json.loads(next(out.glob("*__latency__*.json")).read_text())
     assert rec["backend"]["version"] and rec["backend"]["flags"]["prefix_caching"] is False
     assert "accuracy · tiny-llama · vllm" in proc.stdout
+    # the four suites ran on one engine: one group log, one engine start in it, one load carried by every record
+    (log,) = (out / ".logs").glob("*.log")
+    assert log.read_text().count("Initializing a V1 LLM engine") == 1
+    loads = {json.dumps(json.loads(f.read_text())["load"], sort_keys=True) for f in out.glob("*.json")}
+    assert len(loads) == 1
 
 
 def test_serving_suite_needs_a_server_backend(tmp_path):
