@@ -146,7 +146,7 @@ def execute(
 
     A cell runs under its lock (``.locks/`` in the results folder; the OS drops it when its holder dies), so two
     runs on one folder never run the same cell at once: a cell another live run holds is put off to the end, then
-    waited for, and its record reused if it ended ok. SIGTERM is handled like Ctrl-C (:class:`Interrupted`)."""
+    waited for, and its record reused if it ended ok. SIGINT and SIGTERM raise :class:`Interrupted`."""
     executor = executor or LocalExecutor(hardware, software)
     sweep_temp()
     folders = {c.path.parent for c in cells}
@@ -196,7 +196,7 @@ def execute(
 
         return {r.cell_id for folder in folders for r in scan_records(folder)[0] if r.status == "ok"}
 
-    with _stop_on_sigterm(), contextlib.ExitStack() as held:
+    with _stop_on_signals(), contextlib.ExitStack() as held:
         later, jobs = [], []
         for idx in groups(cells, isolate):
             mine = []
@@ -266,8 +266,10 @@ def _lock(cell: Cell) -> FileLock:
 
 
 @contextlib.contextmanager
-def _stop_on_sigterm():
-    """SIGTERM (what ``timeout``, schedulers and ``kill`` send) stops the run the way Ctrl-C does."""
+def _stop_on_signals():
+    """SIGINT (Ctrl-C) and SIGTERM (what ``timeout``, schedulers and ``kill`` send) stop the run: the running cell is
+    stopped and recorded. Both are handled here even where the runner was started with SIGINT ignored (a background
+    job of a script, a test harness), so that ``kill -INT`` does what the README says."""
 
     def handler(signum, _frame):
         raise Interrupted(signal.Signals(signum))
@@ -275,8 +277,9 @@ def _stop_on_sigterm():
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)

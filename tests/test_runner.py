@@ -102,11 +102,13 @@ def test_a_native_crash_in_a_test_fails_that_test_and_the_run_goes_on(tmp_path):
     assert "1 failed, 1 passed" in res.stdout.strip().splitlines()[-1]
 
 
-def _start(tmp_path, *args: str) -> tuple[subprocess.Popen, psutil.Process]:
-    """A run whose first cell (latency, many repeats) is still measuring when the test acts on it."""
+def _start(tmp_path, *args: str, sigint_ignored: bool = False) -> tuple[subprocess.Popen, psutil.Process]:
+    """A run whose first cell (memory, many repeats) is still measuring when the test acts on it; optionally started
+    with SIGINT ignored, as a script's background job is."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "smallbench.cli", "run", "--suite", "memory,latency", "--repeats", "300", *ARGS, *args],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
     )  # fmt: skip
     parent = psutil.Process(proc.pid)
     deadline = time.time() + 120
@@ -128,9 +130,10 @@ def _temp_folders(pid: int) -> list:
     return list(Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}{pid}-*"))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; what `timeout` or a scheduler sends
-def test_a_stopped_run_stops_its_cell_records_it_and_says_how_to_resume(tmp_path, tiny_path, sig):
-    proc, cell = _start(tmp_path)
+@pytest.mark.parametrize(("sig", "ignored"), [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)])
+def test_a_stopped_run_stops_its_cell_records_it_and_says_how_to_resume(tmp_path, tiny_path, sig, ignored):
+    """Ctrl-C; what `timeout` or a scheduler sends; `kill -INT` to a run started with SIGINT ignored."""
+    proc, cell = _start(tmp_path, sigint_ignored=ignored)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err
