@@ -72,8 +72,8 @@ SHOWN = ["model", "params total (B)", "backend", "quant", "weights", L.SHAPE, "h
 
 def display_columns(df: pd.DataFrame) -> list[str]:
     """Every column in display order: identity first, accuracy, measured columns, bookkeeping last."""
-    cols = [*L.IDENTITY, L.ACC_AVG, *L.accuracy_columns(df), *L.COLUMNS, "best at", "memory source", "cells",
-            "failed", "updated"]  # fmt: skip
+    cols = [*L.IDENTITY, L.ACC_AVG, *L.accuracy_columns(df), *L.COLUMNS, L.PARITY, "best at", "memory source",
+            "cells", "failed", "updated"]  # fmt: skip
     return [c for c in cols if c in df.columns or c in L.IDENTITY]
 
 
@@ -81,8 +81,10 @@ def display(df: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
     """The table as shown (``columns``: a subset to keep, in display order), measured columns rounded."""
     cols = display_columns(df)
     out = df.reindex(columns=[c for c in cols if columns is None or c in columns])
-    num = out.select_dtypes("number").columns
+    num = [c for c in out.select_dtypes("number").columns if c != L.PARITY]
     out[num] = out[num].round(3)
+    if L.PARITY in out:  # tiny by nature: two significant digits, not three decimals
+        out[L.PARITY] = out[L.PARITY].map(lambda v: float(f"{v:.2g}") if pd.notna(v) else v)
     return out
 
 

@@ -230,3 +230,36 @@ def test_server_that_dies_mid_run(tiny_path, tf_backend, no_leftovers):
     finally:
         b.close()
     _assert_one_line(err.value, "died (exit code -9) during the run")
+
+
+def test_a_head_size_the_cpu_attention_lacks_is_refused_before_any_engine_starts(tmp_path, tiny_path):
+    cfg = json.loads((tiny_path / "config.json").read_text())
+    cfg.update(head_dim=8, num_attention_heads=16, num_key_value_heads=16)
+    (tmp_path / "m8").mkdir()
+    (tmp_path / "m8" / "config.json").write_text(json.dumps(cfg))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "m8" / name).write_bytes((tiny_path / name).read_bytes())
+    proc = run_cli("run", "-b", "vllm", "-m", str(tmp_path / "m8"), "--dummy", "-s", "latency", cwd=tmp_path,
+                   timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: vllm on CPU cannot run '{tmp_path / 'm8'}': its attention head size 8 is not one vLLM's CPU "
+        "attention supports (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)")
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_wrapped_engine_error_is_reported_by_its_root_cause():
+    log = "\n".join([
+        "(EngineCore pid=1) INFO 11-30 15:41:00 [core.py:133] Initializing a V1 LLM engine",
+        "(Worker pid=2) ERROR 11-30 15:41:19 [multiproc_executor.py:1063] RuntimeError: Unsupported CPU attention "
+        "configuration: head_dim=8 isa=1 kv_cache_idx=0",
+        "(EngineCore pid=1) ERROR 11-30 15:41:19 [core.py:1512] RuntimeError: Worker failed with error 'Unsupported "
+        "CPU attention configuration', please check the stack trace above for the root cause",
+        "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the "
+        "root cause.",
+    ])  # fmt: skip
+    cls = get_backend_class("vllm")
+    wrapped = "EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause."
+    assert cls.root_cause(wrapped, log) == ("RuntimeError: Unsupported CPU attention configuration: head_dim=8 isa=1 "
+                                            "kv_cache_idx=0 (in vLLM's engine core; the front-end saw EngineDeadError)")
+    assert cls.root_cause("ValueError: bad prompt", log) is None  # not a wrapper: the error stands
