@@ -279,10 +279,20 @@ def pareto(df: pd.DataFrame, x: str, y: str, x_higher: bool, y_higher: bool) -> 
     return pd.Series([i in keep for i in df.index], index=df.index)
 
 
-def within_noise(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """Two medians whose 95 % bootstrap intervals overlap: their difference is within the run-to-run noise."""
-    return a[0] <= b[1] and b[0] <= a[1]
+def no_significant_difference(a: tuple[ResultRecord, Metric], b: tuple[ResultRecord, Metric]) -> bool:
+    """Whether two rows' values of one metric are the same as far as the raw samples tell: the verdict of
+    ``smallbench compare`` (bootstrap interval of the ratio of medians, and the 5 % threshold). Without raw samples
+    on both sides, whether their 95 % intervals overlap."""
+    from smallbench import compare
 
+    (ra, ma), (rb, mb) = a, b
+    sa, sb = ra.samples.get(ma.samples_key or ""), rb.samples.get(mb.samples_key or "")
+    if sa and sb and len(sa) > 1 and len(sb) > 1 and ma.value:
+        ratio, low, high = compare.ratio_ci(sa, sb)
+        return compare.speed_verdict(ratio, low, high, METRICS[ma.name].higher_is_better, ma.unit) == compare.SAME
+    ia = (ma.stats.ci95_low, ma.stats.ci95_high) if ma.stats else (ma.value, ma.value)
+    ib = (mb.stats.ci95_low, mb.stats.ci95_high) if mb.stats else (mb.value, mb.value)
+    return ia[0] <= ib[1] and ib[0] <= ia[1]
 
 def filter_table(df: pd.DataFrame, hardware: list[str] | None = None, backends: list[str] | None = None,
                  roles: list[str] | None = None, quants: list[str] | None = None, weights: list[str] | None = None,
