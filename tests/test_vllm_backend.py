@@ -152,13 +152,13 @@ def test_accuracy_is_the_same_as_transformers(tmp_path, engine, tf_backend):
 def test_cli_runs_every_suite_offline(tmp_path):
     data = task_data.build(tmp_path / "data")
     out = tmp_path / "results"
-    proc = run_cli("run", "--backend", "vllm", "--model", "tiny-llama",
-                   "--suite", "latency,throughput,memory,accuracy", "--tasks", "arc_easy", "--data-dir", str(data),
+    proc = run_cli("run", "--backend", "vllm", "--model", "tiny-llama", "--suite",
+                   "latency,throughput,memory,accuracy,parity", "--tasks", "arc_easy", "--data-dir", str(data),
                    "--limit", "12", "--prompt-tokens", "32", "--gen-tokens", "16", "--batch-sizes", "1,4",
                    "--repeats", "2", "--warmup", "1", "--output", str(out), cwd=tmp_path, timeout=1200)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     df = load_results(out)
-    assert set(df["suite"]) == {"latency", "throughput", "memory", "accuracy"} and set(df["status"]) == {"ok"}
+    assert set(df["suite"]) == {"latency", "throughput", "memory", "accuracy", "parity"} and set(df["status"]) == {"ok"}
     assert {"ttft", "engine_ttft", "tpot", "itl", "decode_tok_s"} <= set(df[df.suite == "latency"]["metric"])
     assert set(df[(df.suite == "throughput") & (df.metric == "output_tok_s")]["batch_size"]) == {1, 4}
     mem = set(df[df.suite == "memory"]["metric"])
@@ -166,11 +166,21 @@ def test_cli_runs_every_suite_offline(tmp_path):
     rec = json.loads(next(out.glob("*__latency__*.json")).read_text())
     assert rec["backend"]["version"] and rec["backend"]["flags"]["prefix_caching"] is False
     assert "accuracy · tiny-llama · vllm" in proc.stdout
-    # the four suites ran on one engine: one group log, one engine start in it, one load carried by every record
+    # the five suites ran on one engine: one group log, one engine start in it, one load carried by every record
     (log,) = (out / ".logs").glob("*.log")
     assert log.read_text().count("Initializing a V1 LLM engine") == 1
     loads = {json.dumps(json.loads(f.read_text())["load"], sort_keys=True) for f in out.glob("*.json")}
     assert len(loads) == 1
+    # parity with Transformers on the same probes (tests/test_parity.py has the other backends)
+    ref = run_cli("run", "-b", "transformers", "-s", "parity", "--dtype", "float32", "--gen-tokens", "16",
+                  "--output", str(out), cwd=tmp_path)  # fmt: skip
+    assert ref.returncode == 0, ref.stderr
+    from smallbench import parity
+    from smallbench.results import read_records
+
+    (row,) = parity.table(read_records(out)).to_dict("records")
+    assert row["backend"] == "vllm" and row["within tolerance"] and row["max |Δ loglik|"] < parity.TOLERANCE
+    assert row["greedy prefix"] == "16 of 16" and row["tokenizer"] == "4 of 4 prompts"
 
 
 def test_serving_suite_needs_a_server_backend(tmp_path):
