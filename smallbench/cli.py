@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import math
 import signal
 import sys
@@ -24,6 +25,11 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 #: User text (model ids, paths, errors) is printed as text: no rich markup, no highlighting ("[/x]" is characters).
 console = Console(markup=False, highlight=False)
 err_console = Console(stderr=True, markup=False, highlight=False)
+
+
+def wide_console() -> Console:
+    """stdout for a wide table: the terminal, or, piped, 200 columns (whole lines, not cut at 80)."""
+    return console if console.is_terminal else Console(width=200, markup=False, highlight=False)
 
 
 def _split(value: str | None) -> list[str]:
@@ -162,6 +168,7 @@ def run(
         load["options"] = options
     resolved = [model_registry.resolve(m, revision, dummy, trust_remote_code) for m in model_ids]
     validate.check_context([(m.id, m.source) for m in resolved], suite_settings, ctx_size)
+    validate.check_backends([(m.id, m.source) for m in resolved], backends, device)
     for m in model_ids:
         model_registry.check_versions(m, backends)
     hardware, software = hardware_info(), software_versions()
@@ -169,8 +176,7 @@ def run(
     cells = runner.plan(resolved, backends, suites, settings, load, hardware, output, run_id, _split(quant) or None)
     runner_executor = get_executor(executor, hardware, software, **(ray_options if executor == "ray" else {}))
     if dry_run:
-        wide = console if console.is_terminal else Console(width=200, markup=False, highlight=False)  # piped: whole
-        wide.print(plan_table(cells, runner_executor, isolate, force))
+        wide_console().print(plan_table(cells, runner_executor, isolate, force))
         return
 
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
@@ -234,12 +240,14 @@ def plan_table(cells, executor, isolate: str, force: bool) -> Table:
 
 
 def print_tables(records) -> None:
-    """The speed/memory summary (if any such cell ran), then one accuracy table per model × backend."""
-    speed = [r for r in records if r.suite != "accuracy" or r.status != "ok"]  # failed cells show here
+    """The speed/memory summary (if any such cell ran), one accuracy table per model × backend, the parity table."""
+    speed = [r for r in records if r.suite not in ("accuracy", "parity") or r.status != "ok"]  # failed cells here
     if speed:
         console.print(summary_table(speed))
     for table in accuracy_tables(records):
         console.print(table)
+    if any(r.suite == "parity" and r.status == "ok" for r in records):
+        wide_console().print(parity_table(records))
     for line in slowdown_warnings(records):
         err_console.print(Text("warning:", style="yellow"), line)
 
@@ -256,6 +264,29 @@ def slowdown_warnings(records) -> list[str]:
                        f"{worst.drift.n} trials (last third {worst.drift.slowdown:+.0%} vs first, rank correlation "
                        f"{worst.drift.spearman:.2f}); thermal throttling? try --cooldown SECONDS")  # fmt: skip
     return out
+
+
+def parity_table(records, reference: str | None = None) -> Table:
+    """Every backend and quantization against the reference backend for the same weights (smallbench.parity)."""
+    from smallbench import parity
+
+    backends = [r.backend.name for r in records if r.suite == "parity" and r.status == "ok"]
+    reference = reference or ("transformers" if "transformers" in backends else backends[0])
+    df = parity.table(records, reference)
+    table = Table(title=f"parity against {reference} (same weights, probe set {parity.PROBE_HASH})",
+                  box=box.SIMPLE_HEAD)  # fmt: skip
+    cols = ["model", "backend", "quant", "max |Δ loglik|", "mean |Δ loglik|", "greedy prefix", "tokenizer",
+            "within tolerance", "accuracy Δ"]  # fmt: skip
+    for col in cols:
+        table.add_column(col, no_wrap=col != "accuracy Δ")
+    for _, row in df.iterrows():
+        ok = row["within tolerance"]
+        table.add_row(*(Text(f"{row[c]:.2e}" if "Δ loglik" in c else str(row[c])) for c in cols[:6]),
+                      row["tokenizer"], Text("yes" if ok else f"no (≥ {parity.TOLERANCE:g}: drift)",
+                                             style="green" if ok else "yellow"), Text(row["accuracy Δ"]))  # fmt: skip
+    if df.empty:
+        table.caption = f"no parity record to compare with a {reference} one of the same weights and settings"
+    return table
 
 
 def summary_table(records) -> Table:
@@ -317,7 +348,7 @@ def list_(what: Annotated[str, typer.Argument(help="models | backends | suites |
             t.add_row(m.name, m.repo, m.architecture, _params(m.params_total or n.total),
                       _params(m.params_active or n.active) if n.is_moe else "=", m.license, "yes" if m.gated else "no",
                       "needs flag" if m.trust_remote_code else "no", ", ".join(support.backends_for(m.config)))
-        (console if console.is_terminal else Console(width=200)).print(t)  # piped: whole lines, not 80 columns
+        wide_console().print(t)
         return
     elif what == "backends":
         from smallbench.backends import backend_names, get_backend_class
@@ -466,6 +497,8 @@ def report(
     out: Annotated[Path | None, typer.Option("--out", help="File to write (csv/parquet/markdown).")] = None,
     wide: Annotated[bool, typer.Option(help="Export the leaderboard's table (one row per model × weights × quant × "
                                             "backend × hardware) instead of one row per metric.")] = False,
+    parity: Annotated[bool, typer.Option(help="The parity view: every backend and quant against --reference.")] = False,
+    reference: Annotated[str | None, typer.Option(help="Parity: the reference backend (transformers).")] = None,
 ) -> None:
     """Summarise result records, or export them as CSV / Parquet / Markdown."""
     from smallbench.leaderboard import build
@@ -476,10 +509,22 @@ def report(
         err_console.print(f"skipped: {line}", markup=False, highlight=False, soft_wrap=True)
     if not records:
         raise SmallbenchError(f"no result records under '{path}'")
+    if parity and not any(r.suite == "parity" and r.status == "ok" for r in records):
+        raise SmallbenchError(f"no parity records under '{path}': run smallbench run --suite parity first")
     if fmt == "table":
-        print_tables(records)
+        if parity:
+            wide_console().print(parity_table(records, reference))
+        else:
+            print_tables(records)
         return
-    df = build(records).table if wide else records_to_frame(records)
+    if parity:
+        from smallbench import parity as P
+
+        names = {r.backend.name for r in records if r.suite == "parity"}
+        df = P.table(records, reference or ("transformers" if "transformers" in names else sorted(names)[0]))
+        df = df.drop(columns=["key"], errors="ignore")
+    else:
+        df = build(records).table if wide else records_to_frame(records)
     try:
         if fmt in ("csv", "parquet"):
             if out is None:
@@ -488,7 +533,7 @@ def report(
             console.print(f"wrote {len(df)} rows to {written}")
         elif fmt == "markdown":
             cols = ["model", "backend", "device", "suite", "metric", "value", "unit", "p50", "p90", "cv", "status"]
-            df = df if wide else df[[c for c in cols if c in df.columns]]
+            df = df if wide or parity else df[[c for c in cols if c in df.columns]]
             text = markdown_table(df)
             if out:
                 out.write_text(text + "\n", encoding="utf-8")
@@ -498,6 +543,81 @@ def report(
             raise SmallbenchError(f"unknown format '{fmt}'; choose from: table, csv, parquet, markdown")
     except OSError as exc:
         raise SmallbenchError(f"cannot write --out {out}: {exc.strerror or exc}") from None
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="A: a results folder or a record file.")],
+    b: Annotated[Path | None, typer.Argument(help="B: a results folder or a record file (or give --backend/--quant/"
+                                                  "--hardware X,Y to compare within A).")] = None,
+    backend: Annotated[str | None, typer.Option(help="Compare backend X (A) with Y (B) within one folder: X,Y")] = None,
+    quant: Annotated[str | None, typer.Option(help="Compare quant X (A) with Y (B) within one folder: X,Y")] = None,
+    hardware: Annotated[str | None, typer.Option(help="Compare hardware X (A) with Y (B): accelerator names or "
+                                                      "fingerprints, X,Y")] = None,
+    threshold: Annotated[float, typer.Option(help="Smallest ratio change given a verdict (0.05: 5 %).")] = 0.05,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | json")] = "table",
+) -> None:
+    """B next to A for every cell both measured: speed and memory as B ÷ A with a bootstrap 95 % interval from the raw
+    samples and a verdict (faster / slower / no significant difference); accuracy item by item (McNemar's test)."""
+    from smallbench import compare as C
+    from smallbench import validate
+    from smallbench.results import scan_records
+
+    validate.check_number("--threshold", threshold, 0)
+    validate.check_choice("--format", fmt, ("table", "csv", "json"))
+    axes = {k: _split(v) for k, v in (("backend", backend), ("quant", quant), ("hardware", hardware)) if v}
+    if len(axes) > 1 or (axes and b is not None) or (not axes and b is None):
+        raise SmallbenchError("compare takes two results (A B), or one folder and one of --backend, --quant, "
+                              "--hardware with two values X,Y")  # fmt: skip
+
+    def read(path: Path):
+        records, skipped = scan_records(path)
+        for line in skipped:
+            err_console.print(f"skipped: {line}", soft_wrap=True)
+        if not records:
+            raise SmallbenchError(f"no result records under '{path}'")
+        return records
+
+    if axes:
+        (dim, values), = axes.items()
+        left, right = C.split(read(a), dim, values)
+        pairs, sides = C.pair(left, right, by=dim), (values[0], values[1])
+    else:
+        left, right = read(a), read(b)
+        pairs = C.pair(left, right) if len(left) > 1 or len(right) > 1 else [(left[0], right[0])]
+        sides = (str(a), str(b))
+    verdicts = [v for ra, rb in pairs for v in C.compare_records(ra, rb, threshold, sides)]
+    if not verdicts:
+        raise SmallbenchError("nothing to compare: no cell measured on both sides with raw samples (same model, "
+                              "suite and settings)")  # fmt: skip
+    if fmt == "table":
+        wide_console().print(compare_table(verdicts, sides))
+        return
+    rows = [{**{k: v for k, v in vars(x).items() if k not in ("labels", "sides", "n")},
+             "labels": json.dumps(x.labels, sort_keys=True, default=str), "n_a": x.n[0], "n_b": x.n[1],
+             "a_side": sides[0], "b_side": sides[1]} for x in verdicts]  # fmt: skip
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=1, default=str) + "\n")
+    else:
+        import pandas as pd
+
+        sys.stdout.write(pd.DataFrame(rows).to_csv(index=False))
+
+
+def compare_table(verdicts, sides: tuple[str, str]) -> Table:
+    table = Table(title=f"B ÷ A   (A: {sides[0]}, B: {sides[1]})", box=box.SIMPLE_HEAD)
+    for col in ("model", "suite", "metric", "A", "B", "B ÷ A [95 % CI] / McNemar", "verdict"):
+        table.add_column(col, no_wrap=col != "metric", justify="right" if col in ("A", "B") else "left")
+    for v in verdicts:
+        where = "".join(f" {k}={val}" for k, val in v.labels.items() if k in ("batch_size", "concurrency", "task"))
+        if v.test == "mcnemar":
+            stat = f"p = {v.p_value:.3g} ({v.n[1]} of {v.n[0]} items differ)"
+        else:
+            stat = f"{v.ratio:.3f} [{v.low:.3f}, {v.high:.3f}]"
+        colour = {"no significant difference": "", "faster": "green", "smaller": "green", "better": "green"}
+        table.add_row(Text(v.model), v.suite, f"{v.metric}{where} ({v.unit})", f"{v.a:.4g}", f"{v.b:.4g}", stat,
+                      Text(v.verdict, style=colour.get(v.verdict, "red")))  # fmt: skip
+    return table
 
 
 def markdown_table(df) -> str:

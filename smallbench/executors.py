@@ -119,6 +119,8 @@ class LocalExecutor(Executor):
                 current, t_cell = int(msg["start"]), time.perf_counter()
                 on_start(current)
                 return True
+            if rec.status == "failed" and (cause := _root_cause(group, rec.error or "", log)):
+                rec.error = cause
             recorded.add(int(msg["record"]))
             emit(int(msg["record"]), rec)
             return False
@@ -203,6 +205,16 @@ class LocalExecutor(Executor):
         if code not in (0, 1):
             return f"cell process exited with code {code}"
         return None
+
+
+def _root_cause(group: GroupSpec, error: str, log: Path) -> str | None:
+    """The backend's reading of the real cause in the group's log, for an error that only wraps it."""
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    cause = get_backend_class(group.cells[0].backend).root_cause(error, text)
+    return redact(cause) if cause else None
 
 
 def _read_lines(fd: int, messages: queue.Queue) -> None:

@@ -49,6 +49,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 TTFT, TTFT99, TPOT, DECODE, THROUGHPUT, PEAK, ROOFLINE, ENERGY = COLUMNS
 ACC_AVG = "accuracy avg (%)"
+#: Largest |Δ log-likelihood| of the parity probes against the same weights on Transformers (smallbench.parity).
+PARITY = "parity max |Δ loglik| vs transformers"
 SHAPE = "shape (prompt→gen tokens)"
 IDENTITY = ["model", "name", "maker", "role", "params total (B)", "params active (B)", "backend", "backend version",
             "device", "quant", "weights", SHAPE, "hardware"]  # fmt: skip
@@ -184,8 +186,10 @@ def build(records: Iterable[ResultRecord]) -> Board:
     :data:`COLUMNS`, each task's primary accuracy, their average, and bookkeeping (cells, failed cells, newest
     record). Numbers of different shapes never share a row; accuracy belongs to the weights, so it joins every
     shape's row of the same weights, backend and hardware (and makes a row of its own where nothing else ran)."""
-    from smallbench import models
+    from smallbench import models, parity
 
+    records = list(records)
+    deltas = parity.max_deltas(records) if any(r.suite == "parity" for r in records) else {}
     speed: dict[tuple, list[ResultRecord]] = {}
     accuracy: dict[tuple, list[ResultRecord]] = {}
     for r in records:
@@ -229,6 +233,7 @@ def build(records: Iterable[ResultRecord]) -> Board:
                     if METRICS[m.name].unit == "fraction":
                         fractions[task] = row[accuracy_header(task, m)]
         row[ACC_AVG] = sum(fractions.values()) / len(fractions) if fractions else math.nan
+        row[PARITY] = deltas.get(key[:5], math.nan)
         row["cells"], row["failed"] = len(recs), sum(r.status != "ok" for r in recs)
         row["updated"] = max(r.created_at for r in recs).strftime("%Y-%m-%d %H:%M")
         rows.append(row)
@@ -236,7 +241,7 @@ def build(records: Iterable[ResultRecord]) -> Board:
     df = pd.DataFrame(rows)
     if df.empty:
         df = pd.DataFrame(columns=[*IDENTITY, "hardware_id", *COLUMNS, ACC_AVG])
-    for col in [*COLUMNS, ACC_AVG, "params total (B)", "params active (B)"]:
+    for col in [*COLUMNS, ACC_AVG, PARITY, "params total (B)", "params active (B)"]:
         df[col] = pd.to_numeric(df.get(col), errors="coerce")
     return Board(df, by_row)
 
@@ -274,10 +279,20 @@ def pareto(df: pd.DataFrame, x: str, y: str, x_higher: bool, y_higher: bool) -> 
     return pd.Series([i in keep for i in df.index], index=df.index)
 
 
-def within_noise(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """Two medians whose 95 % bootstrap intervals overlap: their difference is within the run-to-run noise."""
-    return a[0] <= b[1] and b[0] <= a[1]
+def no_significant_difference(a: tuple[ResultRecord, Metric], b: tuple[ResultRecord, Metric]) -> bool:
+    """Whether two rows' values of one metric are the same as far as the raw samples tell: the verdict of
+    ``smallbench compare`` (bootstrap interval of the ratio of medians, and the 5 % threshold). Without raw samples
+    on both sides, whether their 95 % intervals overlap."""
+    from smallbench import compare
 
+    (ra, ma), (rb, mb) = a, b
+    sa, sb = ra.samples.get(ma.samples_key or ""), rb.samples.get(mb.samples_key or "")
+    if sa and sb and len(sa) > 1 and len(sb) > 1 and ma.value:
+        ratio, low, high = compare.ratio_ci(sa, sb)
+        return compare.speed_verdict(ratio, low, high, METRICS[ma.name].higher_is_better, ma.unit) == compare.SAME
+    ia = (ma.stats.ci95_low, ma.stats.ci95_high) if ma.stats else (ma.value, ma.value)
+    ib = (mb.stats.ci95_low, mb.stats.ci95_high) if mb.stats else (mb.value, mb.value)
+    return ia[0] <= ib[1] and ib[0] <= ia[1]
 
 def filter_table(df: pd.DataFrame, hardware: list[str] | None = None, backends: list[str] | None = None,
                  roles: list[str] | None = None, quants: list[str] | None = None, weights: list[str] | None = None,

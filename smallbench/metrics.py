@@ -249,6 +249,9 @@ METRICS: dict[str, MetricInfo] = {
     "prediction_error_pct": _m("%", None, "(predicted − measured) / measured × 100", low=-_PCT),
     "engine_prediction_error_pct": _m("%", None, "(predicted − engine_model_bytes) / engine_model_bytes × 100",
                                       low=-_PCT),
+    # parity suite (the per-request values are the record's raw samples; smallbench report --parity compares them)
+    "parity_loglikelihood_sum": _m("nats", None, "sum of the probe set's continuation log-likelihoods (a checksum of "
+                                   "the raw per-request values)", low=-math.inf, high=0.0),
     # accuracy suite (lm-eval's scoring; unknown lm-eval metrics keep lm-eval's own direction)
     "acc": _m("fraction", True, "accuracy: share of documents whose highest-likelihood choice is the gold one"),
     "acc_norm": _m("fraction", True, "accuracy with each choice's log-likelihood normalised by its byte length"),

@@ -60,18 +60,34 @@ def check_quants(backends: list[str], quants: list[str]) -> None:
             cls.check_quant(q)
 
 
-def model_context(model_id: str, source: str) -> int | None:
-    """The model's context length from its config, where that is at hand offline; None when it is not."""
+def offline_config(model_id: str, source: str) -> dict[str, Any] | None:
+    """The model's config.json where it is at hand without the network (the catalogue's, a local folder's);
+    None when it is not."""
     from smallbench.models import entry
 
     known = entry(model_id)
-    config: dict[str, Any] | None = known.config if known is not None else None
+    if known is not None:
+        return known.config
     path = Path(source) / "config.json"
-    if config is None and path.is_file():
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def check_backends(models: list[tuple[str, str]], backends: list[str], device: str) -> None:
+    """Each backend can run each model as far as its config tells (Backend.check_model)."""
+    from smallbench.backends import get_backend_class
+
+    for model_id, source in models:
+        if (config := offline_config(model_id, source)) is not None:
+            for b in backends:
+                get_backend_class(b).check_model(model_id, config, device)
+
+
+def model_context(model_id: str, source: str) -> int | None:
+    """The model's context length from its config, where that is at hand offline; None when it is not."""
+    config = offline_config(model_id, source)
     cfg = (config or {}).get("text_config") or config or {}
     return next((int(cfg[k]) for k in CONTEXT_KEYS if isinstance(cfg.get(k), int)), None)
 

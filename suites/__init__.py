@@ -7,11 +7,12 @@ from smallbench.suites.accuracy import AccuracySuite
 from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings
 from smallbench.suites.latency import LatencySuite
 from smallbench.suites.memory import MemorySuite
+from smallbench.suites.parity import ParitySuite
 from smallbench.suites.serving import ServingSuite
 from smallbench.suites.throughput import ThroughputSuite
 
 _REGISTRY: dict[str, type[Suite]] = {
-    s.name: s for s in (AccuracySuite, LatencySuite, ThroughputSuite, MemorySuite, ServingSuite)}
+    s.name: s for s in (AccuracySuite, LatencySuite, ThroughputSuite, MemorySuite, ServingSuite, ParitySuite)}
 
 
 def suite_names() -> list[str]:

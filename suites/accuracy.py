@@ -2,7 +2,8 @@
 
 Every task's metrics land in the same record as the other suites: per task (and per subtask of a
 group) the metric, its stderr, n, the few-shot count, lm-eval's task version, a hash of the task's
-definition and a hash of the exact documents scored. Per-document scores are kept as raw samples.
+definition and a hash of the exact documents scored. Per-document scores are kept as raw samples, in document
+order, with their document ids in ``extra["items"]`` (the same key), for item-by-item comparisons.
 """
 
 from __future__ import annotations
@@ -117,11 +118,14 @@ def _add_task(result: SuiteResult, out: dict[str, Any], task: str, name: str, su
         m_labels = {**labels, "filter": filt}
         samples_key = None
         if name not in out.get("group_subtasks", {}):  # per-document scores live with the leaf task
-            per_doc = [_doc_value(s.get(metric)) for leaf in leaves for s in out.get("samples", {}).get(leaf, [])
-                       if s.get("filter") == filt]  # fmt: skip
+            docs = [s for leaf in leaves for s in out.get("samples", {}).get(leaf, []) if s.get("filter") == filt]
+            docs.sort(key=lambda s: s["doc_id"])
+            per_doc = [_doc_value(s.get(metric)) for s in docs]
             if per_doc and all(v is not None for v in per_doc):
                 samples_key = f"{metric}[task={name},filter={filt}]"
                 result.samples[samples_key] = per_doc
+                # which document each score is, so two runs can be compared item by item (smallbench compare)
+                result.extra.setdefault("items", {})[samples_key] = [s["doc_id"] for s in docs]
         spec = METRICS.get(metric)  # lm-eval metrics smallbench does not declare keep lm-eval's direction
         result.metrics.append(Metric(name=metric, unit=spec.unit if spec else "", value=float(value), stderr=stderr,
                                      higher_is_better=spec.higher_is_better if spec else better.get(metric),

@@ -102,7 +102,19 @@ def test_pareto_frontier_and_noise():
     assert L.pareto(df, "x", "y", True, True).tolist() == [True, True, True, False, True, False]
     # lower x better (memory): (1,9) beats everything but nothing beats it
     assert L.pareto(df, "x", "y", False, True).tolist() == [True, False, False, False, False, False]
-    assert L.within_noise((1.0, 2.0), (1.9, 3.0)) and not L.within_noise((1.0, 2.0), (2.1, 3.0))
+
+
+def test_bars_are_compared_as_smallbench_compare_compares_them():
+    import random
+
+    from tests.records import hardware, record
+
+    a = record("latency", "m", "vllm", "", hardware(0), random.Random(3))
+    same, slower = a.model_copy(deep=True), a.model_copy(deep=True)
+    slower.samples = {k: [x * 1.3 for x in v] for k, v in a.samples.items()}
+    hit = (a, a.metric("tpot"))
+    assert L.no_significant_difference(hit, (same, same.metric("tpot")))
+    assert not L.no_significant_difference(hit, (slower, slower.metric("tpot")))
 
 
 def test_rank_best_first_in_each_columns_direction_missing_last():

@@ -152,13 +152,13 @@ def test_accuracy_is_the_same_as_transformers(tmp_path, engine, tf_backend):
 def test_cli_runs_every_suite_offline(tmp_path):
     data = task_data.build(tmp_path / "data")
     out = tmp_path / "results"
-    proc = run_cli("run", "--backend", "vllm", "--model", "tiny-llama",
-                   "--suite", "latency,throughput,memory,accuracy", "--tasks", "arc_easy", "--data-dir", str(data),
+    proc = run_cli("run", "--backend", "vllm", "--model", "tiny-llama", "--suite",
+                   "latency,throughput,memory,accuracy,parity", "--tasks", "arc_easy", "--data-dir", str(data),
                    "--limit", "12", "--prompt-tokens", "32", "--gen-tokens", "16", "--batch-sizes", "1,4",
                    "--repeats", "2", "--warmup", "1", "--output", str(out), cwd=tmp_path, timeout=1200)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     df = load_results(out)
-    assert set(df["suite"]) == {"latency", "throughput", "memory", "accuracy"} and set(df["status"]) == {"ok"}
+    assert set(df["suite"]) == {"latency", "throughput", "memory", "accuracy", "parity"} and set(df["status"]) == {"ok"}
     assert {"ttft", "engine_ttft", "tpot", "itl", "decode_tok_s"} <= set(df[df.suite == "latency"]["metric"])
     assert set(df[(df.suite == "throughput") & (df.metric == "output_tok_s")]["batch_size"]) == {1, 4}
     mem = set(df[df.suite == "memory"]["metric"])
@@ -166,11 +166,21 @@ def test_cli_runs_every_suite_offline(tmp_path):
     rec = json.loads(next(out.glob("*__latency__*.json")).read_text())
     assert rec["backend"]["version"] and rec["backend"]["flags"]["prefix_caching"] is False
     assert "accuracy · tiny-llama · vllm" in proc.stdout
-    # the four suites ran on one engine: one group log, one engine start in it, one load carried by every record
+    # the five suites ran on one engine: one group log, one engine start in it, one load carried by every record
     (log,) = (out / ".logs").glob("*.log")
     assert log.read_text().count("Initializing a V1 LLM engine") == 1
     loads = {json.dumps(json.loads(f.read_text())["load"], sort_keys=True) for f in out.glob("*.json")}
     assert len(loads) == 1
+    # parity with Transformers on the same probes (tests/test_parity.py has the other backends)
+    ref = run_cli("run", "-b", "transformers", "-s", "parity", "--dtype", "float32", "--gen-tokens", "16",
+                  "--output", str(out), cwd=tmp_path)  # fmt: skip
+    assert ref.returncode == 0, ref.stderr
+    from smallbench import parity
+    from smallbench.results import read_records
+
+    (row,) = parity.table(read_records(out)).to_dict("records")
+    assert row["backend"] == "vllm" and row["within tolerance"] and row["max |Δ loglik|"] < parity.TOLERANCE
+    assert row["greedy prefix"] == "16 of 16" and row["tokenizer"] == "4 of 4 prompts"
 
 
 def test_serving_suite_needs_a_server_backend(tmp_path):
@@ -230,3 +240,36 @@ def test_server_that_dies_mid_run(tiny_path, tf_backend, no_leftovers):
     finally:
         b.close()
     _assert_one_line(err.value, "died (exit code -9) during the run")
+
+
+def test_a_head_size_the_cpu_attention_lacks_is_refused_before_any_engine_starts(tmp_path, tiny_path):
+    cfg = json.loads((tiny_path / "config.json").read_text())
+    cfg.update(head_dim=8, num_attention_heads=16, num_key_value_heads=16)
+    (tmp_path / "m8").mkdir()
+    (tmp_path / "m8" / "config.json").write_text(json.dumps(cfg))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "m8" / name).write_bytes((tiny_path / name).read_bytes())
+    proc = run_cli("run", "-b", "vllm", "-m", str(tmp_path / "m8"), "--dummy", "-s", "latency", cwd=tmp_path,
+                   timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: vllm on CPU cannot run '{tmp_path / 'm8'}': its attention head size 8 is not one vLLM's CPU "
+        "attention supports (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)")
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_wrapped_engine_error_is_reported_by_its_root_cause():
+    log = "\n".join([
+        "(EngineCore pid=1) INFO 11-30 15:41:00 [core.py:133] Initializing a V1 LLM engine",
+        "(Worker pid=2) ERROR 11-30 15:41:19 [multiproc_executor.py:1063] RuntimeError: Unsupported CPU attention "
+        "configuration: head_dim=8 isa=1 kv_cache_idx=0",
+        "(EngineCore pid=1) ERROR 11-30 15:41:19 [core.py:1512] RuntimeError: Worker failed with error 'Unsupported "
+        "CPU attention configuration', please check the stack trace above for the root cause",
+        "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the "
+        "root cause.",
+    ])  # fmt: skip
+    cls = get_backend_class("vllm")
+    wrapped = "EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause."
+    assert cls.root_cause(wrapped, log) == ("RuntimeError: Unsupported CPU attention configuration: head_dim=8 isa=1 "
+                                            "kv_cache_idx=0 (in vLLM's engine core; the front-end saw EngineDeadError)")
+    assert cls.root_cause("ValueError: bad prompt", log) is None  # not a wrapper: the error stands
