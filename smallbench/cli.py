@@ -547,9 +547,10 @@ def report(
 
 @app.command()
 def compare(
-    a: Annotated[Path, typer.Argument(help="A: a results folder or a record file.")],
-    b: Annotated[Path | None, typer.Argument(help="B: a results folder or a record file (or give --backend/--quant/"
-                                                  "--hardware X,Y to compare within A).")] = None,
+    a: Annotated[str, typer.Argument(help="A: results folders or record files, comma list (several runs of the "
+                                          "same cells: their noise between runs counts).")],
+    b: Annotated[str | None, typer.Argument(help="B: the same for the other side (or give --backend/--quant/"
+                                                 "--hardware X,Y to compare within A).")] = None,
     backend: Annotated[str | None, typer.Option(help="Compare backend X (A) with Y (B) within one folder: X,Y")] = None,
     quant: Annotated[str | None, typer.Option(help="Compare quant X (A) with Y (B) within one folder: X,Y")] = None,
     hardware: Annotated[str | None, typer.Option(help="Compare hardware X (A) with Y (B): accelerator names or "
@@ -570,12 +571,15 @@ def compare(
         raise SmallbenchError("compare takes two results (A B), or one folder and one of --backend, --quant, "
                               "--hardware with two values X,Y")  # fmt: skip
 
-    def read(path: Path):
-        records, skipped = scan_records(path)
-        for line in skipped:
-            err_console.print(f"skipped: {line}", soft_wrap=True)
-        if not records:
-            raise SmallbenchError(f"no result records under '{path}'")
+    def read(paths: str):
+        records = []
+        for path in _split(paths):
+            found, skipped = scan_records(path)
+            for line in skipped:
+                err_console.print(f"skipped: {line}", soft_wrap=True)
+            if not found:
+                raise SmallbenchError(f"no result records under '{path}'")
+            records += found
         return records
 
     if axes:
@@ -584,8 +588,11 @@ def compare(
         pairs, sides = C.pair(left, right, by=dim), (values[0], values[1])
     else:
         left, right = read(a), read(b)
-        pairs = C.pair(left, right) if len(left) > 1 or len(right) > 1 else [(left[0], right[0])]
-        sides = (str(a), str(b))
+        pairs = C.pair(left, right) if len(left) > 1 or len(right) > 1 else [([left[0]], [right[0]])]
+        if not pairs and len({r.suite for r in left + right}) == 1 and len({C.cell_key(r) for r in left}) == 1 == \
+                len({C.cell_key(r) for r in right}):  # one cell on each side, measured differently: set side by side
+            pairs = [(left, right)]
+        sides = (a, b)
     verdicts = [v for ra, rb in pairs for v in C.compare_records(ra, rb, threshold, sides)]
     if not verdicts:
         raise SmallbenchError("nothing to compare: no cell measured on both sides with raw samples (same model, "
@@ -593,9 +600,10 @@ def compare(
     if fmt == "table":
         wide_console().print(compare_table(verdicts, sides))
         return
-    rows = [{**{k: v for k, v in vars(x).items() if k not in ("labels", "sides", "n")},
+    rows = [{**{k: v for k, v in vars(x).items() if k not in ("labels", "sides", "n", "runs")},
              "labels": json.dumps(x.labels, sort_keys=True, default=str), "n_a": x.n[0], "n_b": x.n[1],
-             "a_side": sides[0], "b_side": sides[1]} for x in verdicts]  # fmt: skip
+             "runs_a": x.runs[0], "runs_b": x.runs[1], "a_side": sides[0], "b_side": sides[1]}
+            for x in verdicts]  # fmt: skip
     if fmt == "json":
         sys.stdout.write(json.dumps(rows, indent=1, default=str) + "\n")
     else:
@@ -606,7 +614,12 @@ def compare(
 
 def compare_table(verdicts, sides: tuple[str, str]) -> Table:
     table = Table(title=f"B ÷ A   (A: {sides[0]}, B: {sides[1]})", box=box.SIMPLE_HEAD)
-    for col in ("model", "suite", "metric", "A", "B", "B ÷ A [95 % CI] / McNemar", "verdict"):
+    if any(v.test == "bootstrap" and min(v.runs) == 1 for v in verdicts):
+        table.caption = ("one run on a side: its interval holds the noise within that run only; on a shared or "
+                         "virtual machine two runs of one cell can differ far more (benchmarks/README.md). Give "
+                         "each side several runs (comma lists of result folders) for a verdict that holds between "
+                         "runs.")  # fmt: skip
+    for col in ("model", "suite", "metric", "A", "B", "runs", "B ÷ A [95 % CI] / McNemar", "verdict"):
         table.add_column(col, no_wrap=col != "metric", justify="right" if col in ("A", "B") else "left")
     for v in verdicts:
         where = "".join(f" {k}={val}" for k, val in v.labels.items() if k in ("batch_size", "concurrency", "task"))
@@ -615,7 +628,8 @@ def compare_table(verdicts, sides: tuple[str, str]) -> Table:
         else:
             stat = f"{v.ratio:.3f} [{v.low:.3f}, {v.high:.3f}]"
         colour = {"no significant difference": "", "faster": "green", "smaller": "green", "better": "green"}
-        table.add_row(Text(v.model), v.suite, f"{v.metric}{where} ({v.unit})", f"{v.a:.4g}", f"{v.b:.4g}", stat,
+        table.add_row(Text(v.model), v.suite, f"{v.metric}{where} ({v.unit})", f"{v.a:.4g}", f"{v.b:.4g}",
+                      f"{v.runs[0]} : {v.runs[1]}", stat,
                       Text(v.verdict, style=colour.get(v.verdict, "red")))  # fmt: skip
     return table
 

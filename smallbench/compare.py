@@ -1,11 +1,13 @@
 """Two runs side by side, with a verdict that knows the noise.
 
 Speed and memory: the ratio B ÷ A of the two medians, with a percentile-bootstrap 95 % interval from the raw
-samples of each side (resampled independently). The verdict is "faster" / "slower" ("smaller" / "larger" for
-memory) only when the interval leaves out 1 *and* the ratio differs from 1 by at least ``threshold`` (5 % by
-default: a difference that small is not worth a verdict even when real, as in asv's ``compare``); otherwise "no
-significant difference". Accuracy: the documents both runs scored, paired item by item, and McNemar's exact test
-on the ones they disagree on (a different score at p < 0.05 is "higher" / "lower").
+samples of each side (resampled independently; with several runs of a cell on a side, runs and then samples are
+resampled, so that the interval also holds the noise between runs, which one run cannot show). The verdict is
+"faster" / "slower" ("smaller" / "larger" for memory) only when the interval leaves out 1 *and* the ratio differs
+from 1 by at least ``threshold`` (5 % by default: a difference that small is not worth a verdict even when real,
+as in asv's ``compare``); otherwise "no significant difference". Accuracy: the documents both runs scored, paired
+item by item, and McNemar's exact test on the ones they disagree on (a different score at p < 0.05 is "better" /
+"worse").
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Verdict:
     high: float | None = None
     p_value: float | None = None
     n: tuple[int, int] = (0, 0)  # samples (bootstrap) or items scored by both, items they disagree on (McNemar)
+    runs: tuple[int, int] = (1, 1)  # records (runs of the cell) on each side
     sides: tuple[str, str] = field(default=("A", "B"))
 
 
@@ -62,6 +65,26 @@ def ratio_ci(a: list[float], b: list[float], level: float = LEVEL, resamples: in
     boot = boot[np.isfinite(boot)]
     alpha = (1.0 - level) / 2.0
     return float(np.median(y) / np.median(x)), float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))
+
+
+def ratio_ci_runs(a: list[list[float]], b: list[list[float]], level: float = LEVEL, resamples: int = 2000,
+                  seed: int = 0) -> tuple[float, float, float]:  # fmt: skip
+    """As :func:`ratio_ci` when each side has several runs of the cell: a two-level bootstrap (runs resampled, then
+    each chosen run's samples), so that the interval holds the noise between runs as well as within them."""
+    if len(a) == 1 and len(b) == 1:
+        return ratio_ci(a[0], b[0], level, seed=seed)
+    rng = np.random.default_rng(seed)
+    runs_a, runs_b = [np.asarray(r, dtype=float) for r in a], [np.asarray(r, dtype=float) for r in b]
+
+    def draw(runs: list[np.ndarray]) -> float:
+        picked = [runs[i] for i in rng.integers(0, len(runs), len(runs))]
+        return float(np.median(np.concatenate([r[rng.integers(0, r.size, r.size)] for r in picked])))
+
+    boot = np.array([draw(runs_b) / draw(runs_a) for _ in range(resamples)])
+    boot = boot[np.isfinite(boot)]
+    alpha = (1.0 - level) / 2.0
+    point = float(np.median(np.concatenate(runs_b)) / np.median(np.concatenate(runs_a)))
+    return point, float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))
 
 
 def speed_verdict(ratio: float, low: float, high: float, higher_is_better: bool | None, unit: str,
@@ -105,20 +128,22 @@ def _key(m: Metric) -> str:
     return m.name + json.dumps(m.labels, sort_keys=True, default=str)
 
 
-def compare_records(a: ResultRecord, b: ResultRecord, threshold: float = THRESHOLD,
-                    sides: tuple[str, str] = ("A", "B")) -> list[Verdict]:  # fmt: skip
-    """Every metric the two records share that has raw samples on both sides."""
-    theirs = {_key(m): m for m in b.metrics}
+def compare_records(a: ResultRecord | list[ResultRecord], b: ResultRecord | list[ResultRecord],
+                    threshold: float = THRESHOLD, sides: tuple[str, str] = ("A", "B")) -> list[Verdict]:  # fmt: skip
+    """Every metric both sides share that has raw samples on both. A side may be several runs (records) of the same
+    cell: speed and memory then use every run (:func:`ratio_ci_runs`); accuracy uses the newest run of each side."""
+    runs_a, runs_b = (sorted(x, key=lambda r: r.created_at) if isinstance(x, list) else [x] for x in (a, b))
+    first_a, first_b = runs_a[-1], runs_b[-1]
+    theirs = {_key(m): m for m in first_b.metrics}
     out = []
-    for ma in a.metrics:
+    for ma in first_a.metrics:
         mb = theirs.get(_key(ma))
         if mb is None or not ma.samples_key or not mb.samples_key:
             continue
-        sa, sb = a.samples.get(ma.samples_key) or [], b.samples.get(mb.samples_key) or []
-        base = {"model": a.model.id, "suite": a.suite, "metric": ma.name, "labels": ma.labels, "unit": ma.unit,
-                "a": ma.value, "b": mb.value, "sides": sides}  # fmt: skip
-        if a.suite == "accuracy":
-            ia, ib = _items(a, ma), _items(b, mb)
+        base = {"model": first_a.model.id, "suite": first_a.suite, "metric": ma.name, "labels": ma.labels,
+                "unit": ma.unit, "a": ma.value, "b": mb.value, "sides": sides}  # fmt: skip
+        if first_a.suite == "accuracy":
+            ia, ib = _items(first_a, ma), _items(first_b, mb)
             if ia is None or ib is None:
                 continue
             both, only_b, only_a, p = mcnemar(ia, ib)
@@ -127,12 +152,24 @@ def compare_records(a: ResultRecord, b: ResultRecord, threshold: float = THRESHO
                 verdict = "better" if (only_b > only_a) == ma.higher_is_better else "worse"
             out.append(Verdict(**base, test="mcnemar", verdict=verdict, p_value=p, n=(both, only_a + only_b)))
             continue
-        if len(sa) < 2 or len(sb) < 2 or np.median(sa) == 0:
+        sa, sb = _runs(runs_a, ma), _runs(runs_b, mb)
+        if not sa or not sb or min(map(len, sa + sb)) < 2 or np.median(np.concatenate(sa)) == 0:
             continue
-        ratio, low, high = ratio_ci(sa, sb)
-        base.update(a=float(np.median(sa)), b=float(np.median(sb)))  # the medians the ratio is of
-        out.append(Verdict(**base, test="bootstrap", ratio=ratio, low=low, high=high, n=(len(sa), len(sb)),
+        ratio, low, high = ratio_ci_runs(sa, sb)
+        base.update(a=float(np.median(np.concatenate(sa))), b=float(np.median(np.concatenate(sb))))
+        out.append(Verdict(**base, test="bootstrap", ratio=ratio, low=low, high=high, runs=(len(sa), len(sb)),
+                           n=(sum(map(len, sa)), sum(map(len, sb))),
                            verdict=speed_verdict(ratio, low, high, ma.higher_is_better, ma.unit, threshold)))
+    return out
+
+
+def _runs(records: list[ResultRecord], m: Metric) -> list[list[float]]:
+    """The raw samples of metric ``m`` (same name and labels) in each run that has them."""
+    out = []
+    for r in records:
+        hit = next((x for x in r.metrics if _key(x) == _key(m) and x.samples_key), None)
+        if hit is not None and r.samples.get(hit.samples_key):
+            out.append(r.samples[hit.samples_key])
     return out
 
 
@@ -144,7 +181,7 @@ DIMENSIONS = {
 }
 
 
-def _cell(r: ResultRecord, without: tuple[str, ...] = ()) -> str:
+def cell_key(r: ResultRecord, without: tuple[str, ...] = ()) -> str:
     key = {"model": r.model.id, "weights": r.model.weights_sha256, "suite": r.suite, "settings": r.settings,
            **{d: f(r) for d, f in DIMENSIONS.items() if d not in without}}  # fmt: skip
     return json.dumps(key, sort_keys=True, default=str)
@@ -155,20 +192,18 @@ FREE = {"backend": ("backend", "quant"), "quant": ("quant",), "hardware": ("hard
 
 
 def pair(a: Iterable[ResultRecord], b: Iterable[ResultRecord],
-         by: str | None = None) -> list[tuple[ResultRecord, ResultRecord]]:  # fmt: skip
-    """Records of A and B that measure the same cell, the newest record of each cell; with ``by`` (backend, quant,
-    hardware), the same cell apart from that dimension (a backend also apart from its quant): every such pair."""
-    def newest(records: Iterable[ResultRecord]) -> dict[str, list[ResultRecord]]:
-        latest: dict[str, ResultRecord] = {}
-        for r in sorted((r for r in records if r.status == "ok"), key=lambda r: r.created_at):
-            latest[_cell(r)] = r
-        out: dict[str, list[ResultRecord]] = {}
-        for r in latest.values():
-            out.setdefault(_cell(r, FREE[by] if by else ()), []).append(r)
+         by: str | None = None) -> list[tuple[list[ResultRecord], list[ResultRecord]]]:  # fmt: skip
+    """The runs (ok records) of A and of B that measure the same cell; with ``by`` (backend, quant, hardware), the
+    same cell apart from that dimension (a backend also apart from its quant): every such pair of cells."""
+    def cells(records: Iterable[ResultRecord]) -> dict[str, dict[str, list[ResultRecord]]]:
+        out: dict[str, dict[str, list[ResultRecord]]] = {}
+        for r in records:
+            if r.status == "ok":
+                out.setdefault(cell_key(r, FREE[by] if by else ()), {}).setdefault(cell_key(r), []).append(r)
         return out
 
-    left, right = newest(a), newest(b)
-    return [(x, y) for k in sorted(left.keys() & right.keys()) for x in left[k] for y in right[k]]
+    left, right = cells(a), cells(b)
+    return [(x, y) for k in sorted(left.keys() & right.keys()) for x in left[k].values() for y in right[k].values()]
 
 
 def split(records: list[ResultRecord], dimension: str, values: list[str]) -> tuple[list, list]:

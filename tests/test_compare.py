@@ -102,3 +102,32 @@ def test_cli_compares_two_folders_and_within_one_folder(tmp_path):
     assert res.returncode == 2 and "compare takes two results" in res.stderr
     res = run_cli("compare", str(tmp_path / "a"), "--quant", "Q8_0", cwd=tmp_path)
     assert res.returncode == 2 and "--quant takes the two values" in res.stderr
+
+
+def test_several_runs_per_side_carry_the_noise_between_runs():
+    """Runs of one cell that differ by ±30 % between processes (as two runs here did): one run per side calls a
+    difference that three runs per side show to be noise; a real 2× slowdown stays significant."""
+    level = [1.0, 1.3, 0.75]  # each run's own speed, each with 3 % noise within it
+    a = [_noisy(0.010 * f, 10, i) for i, f in enumerate(level)]
+    b = [_noisy(0.010 * f, 10, 10 + i) for i, f in enumerate(reversed(level))]
+    ratio, low, high = C.ratio_ci(a[0], b[0])  # one run each: A's first (1.0) against B's first (0.75)
+    assert C.speed_verdict(ratio, low, high, False, "s") == "faster"  # a verdict the runs do not bear out
+    ratio, low, high = C.ratio_ci_runs(a, b)
+    assert low < 1.0 < high and C.speed_verdict(ratio, low, high, False, "s") == C.SAME
+    ratio, low, high = C.ratio_ci_runs(a, [[2 * x for x in run] for run in b])
+    assert C.speed_verdict(ratio, low, high, False, "s") == "slower"
+
+
+def test_cli_takes_several_runs_per_side(tmp_path):
+    hw = hardware(0)
+    for side in ("a", "b"):
+        for run, f in enumerate((1.0, 1.3, 0.75) if side == "a" else (0.75, 1.3, 1.0)):
+            rec = record("latency", "m", "llama-cpp", "Q8_0", hw, random.Random(1))
+            rec.samples = {k: [x * f for x in v] for k, v in rec.samples.items()}
+            write_record(rec, tmp_path / f"{side}{run}" / "m.json")
+    res = run_cli("compare", "a0,a1,a2", "b0,b1,b2", "--format", "json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = {r["metric"]: r for r in json.loads(res.stdout)}
+    assert rows["tpot"]["runs_a"] == rows["tpot"]["runs_b"] == 3 and rows["tpot"]["verdict"] == C.SAME
+    one = run_cli("compare", "a2", "b0", cwd=tmp_path)  # one run each: says what it cannot know
+    assert one.returncode == 0 and "one run on a side" in one.stdout
