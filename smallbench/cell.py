@@ -188,8 +188,9 @@ def open_backend(model: str = "tiny-llama", backend: str = "transformers", *, qu
 def run_group(group: GroupSpec, emit: Callable[[int, ResultRecord | None], None]) -> None:
     """Run a group's suites, in order, against one load of its model. ``emit(i, None)`` announces cell ``i``
     (before the load for the first); ``emit(i, record)`` hands back its record (ok or failed). A suite that raises
-    fails alone; a load that fails fails every cell. A roofline record may be emitted twice: the second time with a
-    better CPU bandwidth measured after the engine closed (the caller keeps the last)."""
+    fails alone; a load that fails fails every cell. Where the CPU's bandwidth is measured, a roofline record is
+    emitted twice: first with the measurement before the load, then with the better of it and one taken after the
+    engine closed (the caller keeps the last)."""
     started = time.perf_counter()
     hardware, software = hardware_info(), software_versions()
     first = group.cells[0]

@@ -41,12 +41,6 @@ def test_a_group_loads_once_and_its_records_equal_an_inline_run_apart_from_timin
     assert roof["source"].endswith("best of before load and after close") and roof["bandwidth_bytes_s"] > 0
 
 
-def test_isolate_suite_loads_once_per_suite(tmp_path):
-    _, records, _ = _run(tmp_path, LocalExecutor, isolate="suite", suites=("latency", "memory"))
-    assert {r.status for r in records} == {"ok"} and len({r.load.model_dump_json() for r in records}) == 2
-    assert len(list((tmp_path / "results" / ".logs").glob("*.log"))) == 2
-
-
 def test_open_backend_gives_a_loaded_backend_and_closes_it():
     with smallbench.open_backend("tiny-llama", "transformers", device="cpu", dtype="float32") as m:
         trace = m.backend.stream(m.backend.tokenize("The cat"), 4, ignore_eos=True)

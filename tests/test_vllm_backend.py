@@ -43,7 +43,7 @@ def engine(tiny_path):
 
 @pytest.fixture(scope="module")
 def server(tiny_path):
-    b, info = _load("vllm-server", tiny_path)
+    b, info = _load("vllm-server", tiny_path, enforce_eager=True)  # no torch.compile: ~25 s; the engine compiles
     b.info = info
     yield b
     b.close()
@@ -155,7 +155,8 @@ def test_cli_runs_every_suite_offline(tmp_path):
     proc = run_cli("run", "--backend", "vllm", "--model", "tiny-llama", "--suite",
                    "latency,throughput,memory,accuracy,parity", "--tasks", "arc_easy", "--data-dir", str(data),
                    "--limit", "12", "--prompt-tokens", "32", "--gen-tokens", "16", "--batch-sizes", "1,4",
-                   "--repeats", "2", "--warmup", "1", "--output", str(out), cwd=tmp_path, timeout=1200)  # fmt: skip
+                   "--repeats", "2", "--warmup", "1", "--enforce-eager", "--output", str(out), cwd=tmp_path,
+                   timeout=1200)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     df = load_results(out)
     assert set(df["suite"]) == {"latency", "throughput", "memory", "accuracy", "parity"} and set(df["status"]) == {"ok"}
@@ -230,7 +231,7 @@ def test_server_that_never_becomes_healthy(tiny_path, no_leftovers):
 
 
 def test_server_that_dies_mid_run(tiny_path, tf_backend, no_leftovers):
-    b, _ = _load("vllm-server", tiny_path)
+    b, _ = _load("vllm-server", tiny_path, enforce_eager=True)
     try:
         spawned = marked_processes(b.server.server_id)
         assert len(spawned) >= 2  # the API server and its engine core
