@@ -502,13 +502,9 @@ def report(
 ) -> None:
     """Summarise result records, or export them as CSV / Parquet / Markdown."""
     from smallbench.leaderboard import build
-    from smallbench.results import export, records_to_frame, scan_records
+    from smallbench.results import export, records_to_frame
 
-    records, skipped = scan_records(path)
-    for line in skipped:
-        err_console.print(f"skipped: {line}", markup=False, highlight=False, soft_wrap=True)
-    if not records:
-        raise SmallbenchError(f"no result records under '{path}'")
+    records = read_results(path)
     if parity and not any(r.suite == "parity" and r.status == "ok" for r in records):
         raise SmallbenchError(f"no parity records under '{path}': run smallbench run --suite parity first")
     if fmt == "table":
@@ -562,7 +558,6 @@ def compare(
     samples and a verdict (faster / slower / no significant difference); accuracy item by item (McNemar's test)."""
     from smallbench import compare as C
     from smallbench import validate
-    from smallbench.results import scan_records
 
     validate.check_number("--threshold", threshold, 0)
     validate.check_choice("--format", fmt, ("table", "csv", "json"))
@@ -572,15 +567,7 @@ def compare(
                               "--hardware with two values X,Y")  # fmt: skip
 
     def read(paths: str):
-        records = []
-        for path in _split(paths):
-            found, skipped = scan_records(path)
-            for line in skipped:
-                err_console.print(f"skipped: {line}", soft_wrap=True)
-            if not found:
-                raise SmallbenchError(f"no result records under '{path}'")
-            records += found
-        return records
+        return [r for path in _split(paths) for r in read_results(Path(path))]
 
     if axes:
         (dim, values), = axes.items()
@@ -632,6 +619,18 @@ def compare_table(verdicts, sides: tuple[str, str]) -> Table:
                       f"{v.runs[0]} : {v.runs[1]}", stat,
                       Text(v.verdict, style=colour.get(v.verdict, "red")))  # fmt: skip
     return table
+
+
+def read_results(path: Path):
+    """The records under ``path`` (a folder or one file); each file skipped is named on stderr; none is an error."""
+    from smallbench.results import scan_records
+
+    records, skipped = scan_records(path)
+    for line in skipped:
+        err_console.print(f"skipped: {line}", soft_wrap=True)
+    if not records:
+        raise SmallbenchError(f"no result records under '{path}'")
+    return records
 
 
 def markdown_table(df) -> str:

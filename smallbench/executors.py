@@ -153,7 +153,7 @@ class LocalExecutor(Executor):
                     handle(line)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        _scrub_log(log)
+        scrub_log(log)
         missing = [i for i in range(len(group.cells)) if i not in recorded]
         if not missing:
             if stop is not None:
@@ -256,7 +256,7 @@ def _log_tail(log: Path, lines: int = 1) -> str:
     return " | ".join(text[-lines:])
 
 
-def _scrub_log(log: Path) -> None:
+def scrub_log(log: Path) -> None:
     """Token-shaped strings out of a cell's log (an argument, a traceback's locals)."""
     with contextlib.suppress(OSError, UnicodeDecodeError):
         text = log.read_text(encoding="utf-8")

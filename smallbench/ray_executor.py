@@ -19,7 +19,7 @@ from typing import Any
 
 from smallbench.cell import INJECT_ENV, GroupSpec, failed_record, injected
 from smallbench.errors import SmallbenchError, one_line
-from smallbench.executors import Emit, Executor, Job, LocalExecutor, Start, _scrub_log
+from smallbench.executors import Emit, Executor, Job, LocalExecutor, Start, scrub_log
 from smallbench.hardware import HardwareInfo
 from smallbench.results import ResultRecord
 
@@ -113,7 +113,7 @@ class RayExecutor(Executor):
                     continue
                 job.log.parent.mkdir(parents=True, exist_ok=True)
                 job.log.write_text(out["log"], encoding="utf-8")
-                _scrub_log(job.log)
+                scrub_log(job.log)
                 for k, cell_id in out["reused"]:
                     job.reused(k, cell_id)
                 for k, data in out["records"]:
@@ -141,8 +141,9 @@ def run_on_node(group_json: str, timeout: float, done: list[str], inject: str) -
     cells = [c.model_copy(update={"cell_id": cell_id(c, hardware.fingerprint)}) for c in group.cells]
     if any("exit" in injected(c) for c in cells):
         os._exit(1)  # the fault tests' crashing worker
-    reused = [(k, c.cell_id) for k, c in enumerate(cells) if c.cell_id in set(done)]
-    todo = [k for k, c in enumerate(cells) if c.cell_id not in set(done)]
+    finished = set(done)
+    reused = [(k, c.cell_id) for k, c in enumerate(cells) if c.cell_id in finished]
+    todo = [k for k, c in enumerate(cells) if c.cell_id not in finished]
     records: dict[int, str] = {}
     with tempfile.TemporaryDirectory(prefix="smallbench-ray-") as tmp:
         log = Path(tmp) / "group.log"
