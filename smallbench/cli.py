@@ -275,15 +275,15 @@ def parity_table(records, reference: str | None = None) -> Table:
     df = parity.table(records, reference)
     table = Table(title=f"parity against {reference} (same weights, probe set {parity.PROBE_HASH})",
                   box=box.SIMPLE_HEAD)  # fmt: skip
-    cols = ["model", "backend", "quant", "max |Δ loglik|", "mean |Δ loglik|", "greedy prefix", "tokenizer",
-            "within tolerance", "accuracy Δ"]  # fmt: skip
+    cols = ["model", "backend", "device", "quant", "reference", "max |Δ loglik|", "mean |Δ loglik|", "greedy prefix",
+            "tokenizer", "within tolerance", "accuracy Δ"]  # fmt: skip
     for col in cols:
         table.add_column(col, no_wrap=col != "accuracy Δ")
     for _, row in df.iterrows():
         ok = row["within tolerance"]
-        table.add_row(*(Text(f"{row[c]:.2e}" if "Δ loglik" in c else str(row[c])) for c in cols[:6]),
-                      row["tokenizer"], Text("yes" if ok else f"no (≥ {parity.TOLERANCE:g}: drift)",
-                                             style="green" if ok else "yellow"), Text(row["accuracy Δ"]))  # fmt: skip
+        verdict = Text("yes" if ok else f"no (≥ {parity.TOLERANCE:g}: drift)", style="green" if ok else "yellow")
+        cells = {c: Text(f"{row[c]:.2e}" if "Δ loglik" in c else str(row[c])) for c in cols}
+        table.add_row(*{**cells, "within tolerance": verdict}.values())
     if df.empty:
         table.caption = f"no parity record to compare with a {reference} one of the same weights and settings"
     return table

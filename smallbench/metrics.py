@@ -244,7 +244,8 @@ METRICS: dict[str, MetricInfo] = {
     "weights_bytes": _m("bytes", False, "bytes of the loaded parameters, as the backend reports them"),
     "kv_cache_reserved_bytes": _m("bytes", False, "KV cache the engine set aside up front"),
     "kv_cache_capacity_tokens": _m("tokens", True, "tokens the allocated KV cache holds"),
-    "measured_model_bytes": _m("bytes", False, "max trial peak − RSS before load: what the model adds"),
+    "measured_model_bytes": _m("bytes", False, "what the model holds while it works: GPU peak allocation, or max "
+                                                 "trial RSS − RSS before load"),
     "predicted_model_bytes": _m("bytes", False, "smallbench fit's arithmetic for the same run"),
     "prediction_error_pct": _m("%", None, "(predicted − measured) / measured × 100", low=-_PCT),
     "engine_prediction_error_pct": _m("%", None, "(predicted − engine_model_bytes) / engine_model_bytes × 100",

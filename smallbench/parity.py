@@ -91,9 +91,12 @@ def table(records: list[ResultRecord], reference: str = "transformers"):
                 if r.suite == "accuracy"}  # fmt: skip
     rows = []
     for r in probes:
-        if r.backend.name == reference:
+        # the reference backend itself is compared only off the CPU: its GPU records against its CPU records
+        own = r.backend.name == reference
+        if own and r.backend.device == "cpu":
             continue
-        refs = [x for x in probes if x.backend.name == reference and _weights(x) == _weights(r)]
+        refs = [x for x in probes if x.backend.name == reference and _weights(x) == _weights(r)
+                and (not own or x.backend.device == "cpu")]  # fmt: skip
         if not refs:
             continue
         same_hw = [x for x in refs if x.hardware and r.hardware and x.hardware.fingerprint == r.hardware.fingerprint]
@@ -110,9 +113,10 @@ def table(records: list[ResultRecord], reference: str = "transformers"):
             for v in compare.compare_records(ra, rb):
                 acc.append(f"{v.labels.get('task')} {v.metric} {v.b - v.a:+.4f} ({v.verdict})")
         rows.append({
-            "key": row_key(r), "model": r.model.id, "backend": r.backend.name, "quant": r.model.quant or "",
+            "key": row_key(r), "model": r.model.id, "backend": r.backend.name, "device": r.backend.device or "",
+            "quant": r.model.quant or r.model.dtype or "",
             "hardware": r.hardware.accelerator if r.hardware else "",
-            "reference": f"{reference} {ref.model.quant or ''}".strip(), "requests": len(b),
+            "reference": " ".join(x for x in (reference, ref.model.quant, "cpu" * own) if x), "requests": len(b),
             "max |Δ loglik|": max(diffs) if diffs else float("nan"),
             "mean |Δ loglik|": sum(diffs) / len(diffs) if diffs else float("nan"),
             "greedy prefix": f"{min(prefixes)} of {len(pb['greedy_ids'][0])}",
