@@ -167,8 +167,9 @@ def run(
     if options:
         load["options"] = options
     resolved = [model_registry.resolve(m, revision, dummy, trust_remote_code) for m in model_ids]
-    validate.check_context([(m.id, m.source) for m in resolved], suite_settings, ctx_size)
-    validate.check_backends([(m.id, m.source) for m in resolved], backends, device)
+    at_hand = [(m.id, m.source, m.revision) for m in resolved]
+    validate.check_context(at_hand, suite_settings, ctx_size)
+    validate.check_backends(at_hand, backends, device)
     for m in model_ids:
         model_registry.check_versions(m, backends)
     hardware, software = hardware_info(), software_versions()

@@ -2,7 +2,8 @@
 accepts (exit 2), instead of a library's error inside a cell after the model has loaded.
 
 ``smallbench run`` calls :func:`check_run`; what only the model can say (its context length) is checked against
-its config where that is at hand without a download (a catalogued name, a local folder, the Hub cache).
+its config where that is at hand (a catalogued name, a local folder, the Hub cache, or config.json fetched
+alone).
 """
 
 from __future__ import annotations
@@ -60,39 +61,57 @@ def check_quants(backends: list[str], quants: list[str]) -> None:
             cls.check_quant(q)
 
 
-def offline_config(model_id: str, source: str) -> dict[str, Any] | None:
-    """The model's config.json where it is at hand without the network (the catalogue's, a local folder's);
-    None when it is not."""
+def offline_config(model_id: str, source: str, revision: str | None = None) -> dict[str, Any] | None:
+    """The model's config.json before any cell starts: the catalogue's, a local folder's, or a Hub repo's (from the
+    Hugging Face cache, else fetched alone: one small file, unless HF_HUB_OFFLINE is set). None when there is none
+    to be had (the cell then meets the model's own error)."""
     from smallbench.models import entry
 
     known = entry(model_id)
     if known is not None:
         return known.config
     path = Path(source) / "config.json"
+    if not path.is_file() and source.count("/") == 1 and not source.startswith(("/", ".", "~")):
+        path = _hub_config(source, revision)
     try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else None
     except (OSError, ValueError):
         return None
 
 
-def check_backends(models: list[tuple[str, str]], backends: list[str], device: str) -> None:
+def _hub_config(repo: str, revision: str | None) -> Path | None:
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo, "config.json", revision=revision)
+    if isinstance(cached, str):
+        return Path(cached)
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return None
+    try:
+        return Path(hf_hub_download(repo, "config.json", revision=revision))
+    except Exception:  # noqa: BLE001 - gated, missing, no network: the check is skipped, the cell says why
+        return None
+
+
+def check_backends(models: list[tuple[str, str, str | None]], backends: list[str], device: str) -> None:
     """Each backend can run each model as far as its config tells (Backend.check_model)."""
     from smallbench.backends import get_backend_class
 
-    for model_id, source in models:
-        if (config := offline_config(model_id, source)) is not None:
+    for model_id, source, revision in models:
+        if (config := offline_config(model_id, source, revision)) is not None:
             for b in backends:
                 get_backend_class(b).check_model(model_id, config, device)
 
 
-def model_context(model_id: str, source: str) -> int | None:
-    """The model's context length from its config, where that is at hand offline; None when it is not."""
-    config = offline_config(model_id, source)
+def model_context(model_id: str, source: str, revision: str | None = None) -> int | None:
+    """The model's context length from its config (:func:`offline_config`); None when that is not to be had."""
+    config = offline_config(model_id, source, revision)
     cfg = (config or {}).get("text_config") or config or {}
     return next((int(cfg[k]) for k in CONTEXT_KEYS if isinstance(cfg.get(k), int)), None)
 
 
-def check_context(models: list[tuple[str, str]], suite_settings: dict[str, Any], ctx_size: int | None) -> None:
+def check_context(models: list[tuple[str, str, str | None]], suite_settings: dict[str, Any],
+                  ctx_size: int | None) -> None:
     """A suite's prompt + generated tokens fit each model's context (and ``--ctx-size`` where given)."""
     for name, s in suite_settings.items():
         need = (getattr(s, "prompt_tokens", None) or 0) + (getattr(s, "gen_tokens", None) or 0)
@@ -101,8 +120,8 @@ def check_context(models: list[tuple[str, str]], suite_settings: dict[str, Any],
         if ctx_size is not None and need > ctx_size:
             raise SmallbenchError(f"suite '{name}': --prompt-tokens + --gen-tokens = {need} exceeds --ctx-size "
                                   f"{ctx_size}")  # fmt: skip
-        for model_id, source in models:
-            limit = model_context(model_id, source)
+        for model_id, source, revision in models:
+            limit = model_context(model_id, source, revision)
             if limit is not None and need > limit:
                 raise SmallbenchError(f"suite '{name}': --prompt-tokens + --gen-tokens = {need} exceeds the "
                                       f"context of '{model_id}' ({limit} tokens)")  # fmt: skip

@@ -142,3 +142,18 @@ def test_hostile_text_in_records_is_printed_as_text(tmp_path):
     assert table.returncode == 0 and "[/x] [bold]m" in table.stdout and "Traceback" not in table.stderr
     pq = run_cli("report", "r", "--format", "parquet", "--out", "x.csv", cwd=tmp_path)
     assert pq.returncode == 0 and "x.parquet" in pq.stdout and (tmp_path / "x.parquet").exists()
+
+
+def test_a_hub_models_context_is_checked_from_the_hugging_face_cache(tmp_path):
+    """A Hub id that is in the Hugging Face cache (no network here): huggingface_hub reads its config.json from the
+    cache, and a prompt longer than the model's context is refused before any cell starts."""
+    repo = tmp_path / "hub" / "models--someorg--small"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text('{"model_type": "llama", "max_position_embeddings": 512}')
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    res = run_cli("run", "--model", "someorg/small", "--prompt-tokens", "600", "--gen-tokens", "8", cwd=tmp_path,
+                  env={"HF_HUB_CACHE": str(tmp_path / "hub")}, timeout=120)  # fmt: skip
+    _one_line(res, ["608", "context", "someorg/small", "512 tokens"])
+    assert not (tmp_path / "results").exists()
