@@ -30,8 +30,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.conftest import wait_until_up  # noqa: E402
 
 #: mlx_lm.evaluate's main(), with lm-eval's simple_evaluate handed a task manager that includes the local tasks,
 #: and its results written where the comparison reads them. argv: include path, results file, then mlx_lm's own.
@@ -98,14 +100,8 @@ def llama_server(gguf: Path, threads: int, env: dict[str, str], log: Path):
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            try:
-                urllib.request.urlopen(url + "/v1/models", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    sys.exit("llama_cpp.server did not start: " + log.read_text()[-3000:])
-                time.sleep(0.2)
+        if not wait_until_up(url + "/v1/models", proc, timeout=300):
+            sys.exit("llama_cpp.server did not start: " + log.read_text()[-3000:])
         yield url
     finally:
         proc.terminate()
@@ -136,7 +132,6 @@ def main() -> None:
     if args.synthetic_arc:
         import random
 
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from tests.task_data import _jsonl, arc_rows
 
         rng, args.data_dir, tasks = random.Random(0), work / "synthetic", ["arc_easy"]

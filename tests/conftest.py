@@ -48,6 +48,18 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | N
     )  # fmt: skip
 
 
+def wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> bool:
+    """Poll ``url`` until it answers (True), or until ``proc`` has ended or ``timeout`` seconds have passed."""
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return True
+        except OSError:
+            time.sleep(0.25)
+    return False
+
+
 @contextlib.contextmanager
 def serve_app(args: list[str], cwd: Path, timeout: float = 120):
     """Run ``python leaderboard_app.py ARGS`` (or another script) in ``cwd`` on a free 127.0.0.1 port until it
@@ -59,16 +71,10 @@ def serve_app(args: list[str], cwd: Path, timeout: float = 120):
     log = cwd / f"app-{port}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        url, deadline = f"http://127.0.0.1:{port}/", time.time() + timeout
+        url = f"http://127.0.0.1:{port}/"
         try:
-            while True:
-                try:
-                    urllib.request.urlopen(url, timeout=2)
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.time() > deadline:
-                        pytest.fail("the app did not start: " + log.read_text()[-2000:])
-                    time.sleep(0.5)
+            if not wait_until_up(url, proc, timeout):
+                pytest.fail("the app did not start: " + log.read_text()[-2000:])
             yield url
         finally:
             proc.terminate()
