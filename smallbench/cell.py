@@ -221,8 +221,9 @@ def run_group(group: GroupSpec, emit: Callable[[int, ResultRecord | None], None]
                     inject_fault(spec)
                     settings = suite.settings(spec.settings)
                     roof = roofline(backend_info, hardware, m.info, bandwidth[0]) if suite.uses_roofline else None
-                    result = suite.run(m.backend, settings, SuiteContext(load=m.load, model_info=m.info, roofline=roof,
-                                                                         energy=meter))  # fmt: skip
+                    ctx = SuiteContext(load=m.load, model_info=m.info, roofline=roof, energy=meter,
+                                       device=backend_info.device or "cpu")  # fmt: skip
+                    result = suite.run(m.backend, settings, ctx)
                 except Exception as exc:
                     traceback.print_exc()
                     record(i, failed_record(spec, one_line(exc), hardware, software, backend_info, t0))

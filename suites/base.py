@@ -47,6 +47,8 @@ class SuiteContext:
     model_info: LoadedModelInfo
     roofline: Roofline | None = None
     energy: EnergyMeter | None = None
+    #: the device the backend runs on (BackendInfo.device): cpu, cuda, cuda:N, mps...
+    device: str = "cpu"
 
     def energy_per_token(self, out: SuiteResult, joules: list[float | None], tokens: list[int], **labels) -> None:
         """``energy_per_token`` (J per generated token, per trial) where every trial read the counter; otherwise no

@@ -40,13 +40,15 @@ def predict(info: LoadedModelInfo, s: MemorySettings) -> dict[str, int] | None:
     return {"weights": weights, "kv_cache": int(kv_bytes), "total": weights + int(kv_bytes)}
 
 
-def measured_footprint(trials: dict[str, list[float]], load) -> tuple[float, str]:
+def measured_footprint(trials: dict[str, list[float]], load, device: str) -> tuple[float, str]:
     """The model's footprint while it works, and where it was read. On a GPU, the device memory: torch's peak
     allocation where the backend reports it (weights, KV cache, activations; no CUDA context), else NVML's peak
-    for the process tree. On a CPU, the trial peaks of RSS over the pre-load baseline (load transients, such as a
-    conversion copy or a dummy head allocated before it is tied, stay in load_peak_rss_bytes)."""
-    for key, source in (("torch_cuda_peak_allocated_bytes", "torch CUDA peak allocated"),
-                        ("nvml_process_peak_bytes", "NVML process-tree peak")):  # fmt: skip
+    for the process tree. On a CPU (also a CPU run on a GPU machine, whose CUDA context NVML would count), the
+    trial peaks of RSS over the pre-load baseline (load transients, such as a conversion copy or a dummy head
+    allocated before it is tied, stay in load_peak_rss_bytes)."""
+    gpu = (("torch_cuda_peak_allocated_bytes", "torch CUDA peak allocated"),
+           ("nvml_process_peak_bytes", "NVML process-tree peak"))  # fmt: skip
+    for key, source in gpu if device.lower() != "cpu" else ():
         if max(trials.get(key, [0.0])) > 0:
             return max(trials[key]), source
     rss = max(trials.get("peak_rss_bytes", [load.rss_after_bytes])) - load.rss_before_bytes
@@ -92,7 +94,7 @@ class MemorySuite(Suite):
         load = ctx.load
         out.add_value("load_rss_delta_bytes", load.rss_after_bytes - load.rss_before_bytes)
         out.add_value("load_peak_rss_bytes", load.rss_peak_bytes)
-        peak, source = measured_footprint(trials, load)
+        peak, source = measured_footprint(trials, load, ctx.device)
         if (predicted := predict(info, s)) is not None and peak > 0:
             out.add_value("measured_model_bytes", peak)
             out.extra["measured_from"] = source
