@@ -8,7 +8,6 @@ alone).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -62,34 +61,17 @@ def check_quants(backends: list[str], quants: list[str]) -> None:
 
 
 def offline_config(model_id: str, source: str, revision: str | None = None) -> dict[str, Any] | None:
-    """The model's config.json before any cell starts: the catalogue's, a local folder's, or a Hub repo's (from the
-    Hugging Face cache, else fetched alone: one small file, unless HF_HUB_OFFLINE is set). None when there is none
-    to be had (the cell then meets the model's own error)."""
-    from smallbench.models import entry
+    """The model's config.json before any cell starts (:func:`smallbench.models.model_config`: the catalogue's, the
+    local folder's, or a Hub repo's from the cache, else fetched alone unless HF_HUB_OFFLINE is set). None when
+    there is none to be had (the cell then meets the model's own error)."""
+    from smallbench.models import entry, model_config
 
     known = entry(model_id)
     if known is not None:
         return known.config
-    path = Path(source) / "config.json"
-    if not path.is_file() and source.count("/") == 1 and not source.startswith(("/", ".", "~")):
-        path = _hub_config(source, revision)
     try:
-        return json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else None
-    except (OSError, ValueError):
-        return None
-
-
-def _hub_config(repo: str, revision: str | None) -> Path | None:
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-
-    cached = try_to_load_from_cache(repo, "config.json", revision=revision)
-    if isinstance(cached, str):
-        return Path(cached)
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return None
-    try:
-        return Path(hf_hub_download(repo, "config.json", revision=revision))
-    except Exception:  # noqa: BLE001 - gated, missing, no network: the check is skipped, the cell says why
+        return model_config(source, revision)
+    except SmallbenchError:
         return None
 
 
