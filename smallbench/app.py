@@ -92,6 +92,16 @@ def datatypes(df: pd.DataFrame) -> list[str]:
     return ["number" if pd.api.types.is_numeric_dtype(df[c]) else "str" for c in df.columns]
 
 
+def column_widths(df: pd.DataFrame) -> dict[str, str]:
+    """A fixed width per column: its header or its longest value in the whole table (at most 40 characters of
+    the table's monospace font). Given widths, the browser's table no longer measures every cell on each filter,
+    about a quarter of a filter's redraw (benchmarks/README.md); they come from every row, so no filter moves
+    them."""
+    shown = display(df)
+    longest = {c: shown[c].dropna().astype(str).str.len().max() for c in shown}  # NaN: no value at all
+    return {c: f"{min(max(len(c), 0 if pd.isna(n) else int(n)), 40) * 9 + 24}px" for c, n in longest.items()}
+
+
 def tradeoff_figure(df: pd.DataFrame, x: str, x_higher: bool, title: str):
     """Accuracy against ``x``, one point per row, the Pareto frontier drawn; dummy rows carry no accuracy."""
     import plotly.graph_objects as go
@@ -237,12 +247,13 @@ def build_app(board: L.Board, skipped: list[str], where: str):
     def on_columns(*args):
         """As on_filter, with the table's column types sent again (they follow the chosen columns)."""
         shown, note = view(*args)
-        return gr.Dataframe(shown, datatype=datatypes(shown)), note, None
+        return gr.Dataframe(shown, datatype=datatypes(shown), column_widths=[widths[c] for c in shown]), note, None
 
     def on_csv(*args):
         return csv_file(display(matching(*args[:-2])))
 
     all_columns = display_columns(df)
+    widths = column_widths(df)
     first = view(sort_cols[0], *([None] * 5), None, 0, pmax, "", SHOWN, PAGE)
 
     def on_tradeoff(hw):
@@ -291,6 +302,7 @@ def build_app(board: L.Board, skipped: list[str], where: str):
                 f_cols = gr.CheckboxGroup(all_columns, value=[c for c in SHOWN if c in all_columns],
                                           show_label=False, elem_id="f-columns")  # fmt: skip
             table = gr.Dataframe(first[0], datatype=datatypes(first[0]), interactive=False, pinned_columns=1,
+                                 column_widths=[widths[c] for c in first[0]],
                                  max_height=640, show_search="search", elem_id="board", wrap=False)  # fmt: skip
             with gr.Row():
                 make_csv = gr.Button("CSV of all matching rows", size="sm", elem_id="make-csv")

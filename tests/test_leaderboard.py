@@ -137,6 +137,20 @@ def test_filters():
     assert L.filter_table(df, hardware=[hardware(1).accelerator]).model.tolist() == ["minicpm5-1b"]
 
 
+def test_column_widths_come_from_the_whole_table_so_no_filter_moves_them():
+    from smallbench.app import column_widths, display
+
+    rng = random.Random(3)
+    recs = [record("latency", m, "vllm", "bfloat16", hardware(0), rng) for m in ("qwen3-4b", "m" * 80)]
+    df = _rows(*recs)
+    widths = column_widths(df)
+    assert list(widths) == list(display(df).columns)
+    assert widths["model"] == f"{40 * 9 + 24}px"  # the 80-character name is capped at 40 characters
+    assert widths["backend"] == f"{len('backend') * 9 + 24}px"  # the header is wider than "vllm"
+    assert widths[L.ENERGY] == f"{len(L.ENERGY) * 9 + 24}px"  # no value at all: the header's width
+    assert column_widths(L.filter_table(df, search="qwen"))["model"] != widths["model"]  # hence: the whole table
+
+
 def test_hostile_files_are_skipped_with_a_note_and_markup_stays_a_string(tmp_path):
     bad = write_hostile(tmp_path)
     records, skipped = scan_records(tmp_path)
@@ -244,6 +258,14 @@ def test_app_in_a_real_browser(served, browser, tmp_path):
     href = browser.find_element(By.CSS_SELECTOR, "#download a[href*='.csv']").get_attribute("href")
     csv = pd.read_csv(io.StringIO(fetch(href)))
     assert len(csv) == vllm and set(csv["backend"]) == {"vllm"}
+
+    # the column picker: a column added to the table, still showing the filtered rows
+    browser.find_element(By.XPATH, "//button[contains(., 'columns')] | //*[contains(@class, 'label-wrap')]"
+                                   "[.//*[text()='columns']]").click()  # fmt: skip
+    wait.until(lambda d: d.find_elements(By.XPATH, "//*[@id='f-columns']//label[.//span[text()='updated']]"))
+    browser.find_element(By.XPATH, "//*[@id='f-columns']//label[.//span[text()='updated']]").click()
+    wait.until(lambda d: "updated" in d.find_element(By.CSS_SELECTOR, "#board thead").text)
+    assert _rowcount(browser) == vllm
 
     # a chart: the trade-off tab draws plotly figures with the Pareto frontier
     browser.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Trade-offs')]").click()
