@@ -99,13 +99,21 @@ def _text_config(config):
 
 
 def _kv_bytes_per_token(config, dtype: str) -> int | None:
-    """KV bytes one token takes in the engine's cache blocks: every attention layer, sliding ones included
-    (vLLM's blocks hold a sliding layer's tokens until they leave the window)."""
+    """KV bytes behind one token of the engine's capacity (its blocks × block size). A model with one kind of
+    layer: every layer's K and V. A hybrid (full + sliding attention, or attention + Mamba): vLLM splits the
+    layers of each kind into groups of one size (the smallest kind's count; the largest's when all are within
+    1.5× of it) that share one block pool, so a block holds one group's layers (a Mamba state is padded to an
+    attention page) and a token of capacity costs that many layers' K and V, not every layer's."""
     try:
-        kv = sizing.kv_size(_text_config(config).to_dict(), dtype)
+        cfg = _text_config(config).to_dict()
+        a, kv = sizing.arch(cfg), sizing.kv_size(cfg, dtype)
     except SmallbenchError:
         return None
-    return kv.per_token + kv.sliding_per_token or None
+    kinds = [n for n in (a.n_attention, a.n_sliding, a.n_mamba) if n]
+    if len(kinds) < 2 or not a.n_attention + a.n_sliding:
+        return kv.per_token + kv.sliding_per_token or None
+    group = max(kinds) if max(kinds) < 1.5 * min(kinds) else min(kinds)
+    return (kv.per_token + kv.sliding_per_token) // (a.n_attention + a.n_sliding) * group
 
 
 def _safetensors_params(folder: Path) -> int | None:

@@ -11,6 +11,8 @@ here until the table (and so the README) says so.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from smallbench import dummy, models, support
@@ -40,17 +42,17 @@ def _requests(b) -> list[tuple[list[int], list[int]]]:
     return [(ids[:5], ids[5:9]), (ids[:3], ids[3:12]), (ids[:-6], ids[-6:])]
 
 
-def _run(backend: str, path) -> tuple[list[float], int]:
+def _run(backend: str, path) -> tuple[list[float], int, int | None]:
     from smallbench.backends import LoadSpec, get_backend_class
 
     b = get_backend_class(backend)()
     try:
         # enforce_eager: vLLM skips torch.compile (about 25 s per architecture on 2 cores); same model code
         opts = {"enforce_eager": True} if backend == "vllm" else {}
-        b.load(LoadSpec(model_id="scaled", source=str(path), dtype="float32", device="cpu", options=opts))
+        info = b.load(LoadSpec(model_id="scaled", source=str(path), dtype="float32", device="cpu", options=opts))
         lls = [ll for ll, _ in b.loglikelihood(_requests(b))]
         n = len(b.stream(b.tokenize(TEXT), 6).token_ids)
-        return lls, n
+        return lls, n, info.kv_cache_bytes
     finally:
         b.close()
 
@@ -66,13 +68,16 @@ def test_architecture_on_backend(arch, backend, checkpoints, reference):
     require(*LIBRARY[backend])
     expected = support.MATRIX[arch][backend]
     try:
-        lls, n = _run(backend, checkpoints[arch])
+        lls, n, kv_bytes = _run(backend, checkpoints[arch])
     except Exception as exc:  # noqa: BLE001 - the outcome is compared with the table
         assert expected.startswith("no:"), f"{arch} on {backend} fails: {exc}; the support matrix says {expected!r}"
         assert expected.removeprefix("no:").strip() in str(exc)
         return
     assert not expected.startswith("no:"), f"{arch} runs on {backend} now; the support matrix says {expected!r}"
     assert n == 6
+    if backend == "vllm":  # the KV cache it reports is the space it was given (hybrids: blocks hold layer groups)
+        space = float(os.environ["VLLM_CPU_KVCACHE_SPACE"]) * 2**30
+        assert 0.95 * space < kv_bytes <= space, (arch, kv_bytes / 2**30)
     agree = all(abs(a - b) <= TOLERANCE for a, b in zip(lls, reference[arch], strict=True))
     if expected == "ok":
         assert agree, f"{arch} on {backend}: {lls} vs Transformers {reference[arch]}"
