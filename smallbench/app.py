@@ -247,13 +247,18 @@ def build_app(board: L.Board, skipped: list[str], where: str):
     def on_columns(*args):
         """As on_filter, with the table's column types sent again (they follow the chosen columns)."""
         shown, note = view(*args)
-        return gr.Dataframe(shown, datatype=datatypes(shown), column_widths=[widths[c] for c in shown]), note, None
+        return gr.Dataframe(shown, **column_props(shown)), note, None
 
     def on_csv(*args):
         return csv_file(display(matching(*args[:-2])))
 
     all_columns = display_columns(df)
     widths = column_widths(df)
+
+    def column_props(shown: pd.DataFrame) -> dict[str, list[str]]:
+        """The table's per-column settings, which follow the chosen columns: types and fixed widths."""
+        return {"datatype": datatypes(shown), "column_widths": [widths[c] for c in shown]}
+
     first = view(sort_cols[0], *([None] * 5), None, 0, pmax, "", SHOWN, PAGE)
 
     def on_tradeoff(hw):
@@ -301,8 +306,7 @@ def build_app(board: L.Board, skipped: list[str], where: str):
             with gr.Accordion("columns", open=False):
                 f_cols = gr.CheckboxGroup(all_columns, value=[c for c in SHOWN if c in all_columns],
                                           show_label=False, elem_id="f-columns")  # fmt: skip
-            table = gr.Dataframe(first[0], datatype=datatypes(first[0]), interactive=False, pinned_columns=1,
-                                 column_widths=[widths[c] for c in first[0]],
+            table = gr.Dataframe(first[0], **column_props(first[0]), interactive=False, pinned_columns=1,
                                  max_height=640, show_search="search", elem_id="board", wrap=False)  # fmt: skip
             with gr.Row():
                 make_csv = gr.Button("CSV of all matching rows", size="sm", elem_id="make-csv")
