@@ -84,6 +84,11 @@ class LoadedModelInfo(BaseModel):
     weights_bytes: int | None = None
     kv_cache_bytes: int | None = None
     kv_cache_tokens: int | None = None
+    #: Weights the engine holds a second time in another layout (vLLM on CPU: each embedding's packed copy).
+    weight_copies_bytes: int | None = None
+    #: RSS of the engine's own processes before the model loaded (a multi-process engine's Python, torch and
+    #: engine): part of the baseline the memory suite measures the model's footprint over.
+    engine_runtime_bytes: int | None = None
     #: The model's config.json where the backend has it (sizing and the decode roofline use it).
     config: dict[str, Any] | None = None
 

@@ -293,6 +293,9 @@ class _VLLMBase(HFTokenizerMixin, Backend):
                            flags=flags)  # fmt: skip
 
 
+#: Mixed into vLLM's worker to report its memory (backends/vllm_worker.py).
+_WORKER_REPORT = "smallbench.backends.vllm_worker.MemoryReport"
+
 _CAPABILITIES = Capabilities(streaming=True, batching=True, logprobs=True, server_mode=False, dummy_weights=True,
                              quant_formats=["float32", "float16", "bfloat16"], devices=["cpu", "cuda"])  # fmt: skip
 
@@ -374,7 +377,8 @@ class VLLMBackend(_VLLMBase):
         info = self._prepare(spec)
         with _OutputTail() as tail:  # the engine core's own error, which the exception only points to
             try:
-                self.llm = LLM(**self.engine_args, disable_log_stats=False)  # metrics need stats on
+                self.llm = LLM(**self.engine_args, disable_log_stats=False,  # metrics need stats on
+                               worker_extension_cls=_WORKER_REPORT)
             except Exception as exc:
                 import vllm
 
@@ -382,7 +386,30 @@ class VLLMBackend(_VLLMBase):
                 raise SmallbenchError(f"vLLM {vllm.__version__} ({self.device}) cannot run "
                                       f"{_architecture(info.config)}: {cause}") from exc  # fmt: skip
         cache = self.llm.llm_engine.vllm_config.cache_config
+        info.weight_copies_bytes, info.engine_runtime_bytes = self._engine_memory()
         return self._with_kv(info, cache.num_gpu_blocks, cache.block_size)
+
+    def _engine_memory(self) -> tuple[int | None, int | None]:
+        """The workers' packed weight copies, and the RSS vLLM's own processes held before the model loaded:
+        each worker's at its start (reported from inside it), and all of the engine core's, which holds no
+        model. A worker in this process is left to the pre-load baseline."""
+        import psutil
+
+        try:
+            reports = self.llm.collective_rpc("smallbench_memory")
+        except Exception as exc:  # the memory suite then measures over this process's baseline alone
+            print(f"smallbench: vLLM's workers did not report their memory: {one_line(exc)}", file=sys.stderr)
+            return None, None
+        me = os.getpid()
+        workers = {r["pid"] for r in reports}
+        starts = [r["start_rss"] for r in reports if r["pid"] != me]
+        others = 0
+        for child in psutil.Process(me).children(recursive=True):
+            if child.pid not in workers:
+                with contextlib.suppress(psutil.Error):
+                    others += child.memory_info().rss
+        runtime = None if None in starts else sum(starts) + others
+        return sum(r["weight_copies"] for r in reports), runtime
 
     def close(self) -> None:
         if self.llm is not None:

@@ -244,9 +244,14 @@ METRICS: dict[str, MetricInfo] = {
     "weights_bytes": _m("bytes", False, "bytes of the loaded parameters, as the backend reports them"),
     "kv_cache_reserved_bytes": _m("bytes", False, "KV cache the engine set aside up front"),
     "kv_cache_capacity_tokens": _m("tokens", True, "tokens the allocated KV cache holds"),
+    "weight_copies_bytes": _m("bytes", False, "weights the engine holds a second time in another layout, as its "
+                                                "workers count them (vLLM on CPU: each embedding's packed copy)"),
+    "engine_runtime_bytes": _m("bytes", False, "RSS of a multi-process engine's own processes before the model "
+                                                 "loaded (each worker's at its start, the whole engine core's)"),
     "measured_model_bytes": _m("bytes", False, "what the model holds while it works: GPU peak allocation, or max "
-                                                 "trial RSS − RSS before load"),
-    "predicted_model_bytes": _m("bytes", False, "smallbench fit's arithmetic for the same run"),
+                                                 "trial RSS − RSS before load − engine_runtime_bytes"),
+    "predicted_model_bytes": _m("bytes", False, "smallbench fit's arithmetic for the same run, plus the engine's "
+                                                  "weight copies"),
     "prediction_error_pct": _m("%", None, "(predicted − measured) / measured × 100", low=-_PCT),
     "engine_prediction_error_pct": _m("%", None, "(predicted − engine_model_bytes) / engine_model_bytes × 100",
                                       low=-_PCT),

@@ -21,7 +21,8 @@ class MemorySettings(SuiteSettings):
 def predict(info: LoadedModelInfo, s: MemorySettings) -> dict[str, int] | None:
     """What ``smallbench fit`` predicts this run holds beyond the process's baseline: the weights (parameters
     counted from the config × bits per weight of the loaded type) and the KV cache: the tokens the backend
-    allocates up front (vLLM's blocks, llama.cpp's context), else the batch's prompt + generated tokens."""
+    allocates up front (vLLM's blocks, llama.cpp's context), else the batch's prompt + generated tokens; plus the
+    weights the engine says it holds twice (vLLM on CPU: each embedding's packed copy)."""
     from smallbench import sizing
 
     kind = info.quant or info.dtype
@@ -37,21 +38,27 @@ def predict(info: LoadedModelInfo, s: MemorySettings) -> dict[str, int] | None:
         kv_bytes = info.kv_cache_bytes or kv.bytes(info.kv_cache_tokens)
     else:
         kv_bytes = kv.bytes(s.prompt_tokens + s.gen_tokens, s.batch_size)
-    return {"weights": weights, "kv_cache": int(kv_bytes), "total": weights + int(kv_bytes)}
+    copies = info.weight_copies_bytes or 0
+    return {"weights": weights, "kv_cache": int(kv_bytes), "weight_copies": copies,
+            "total": weights + int(kv_bytes) + copies}  # fmt: skip
 
 
-def measured_footprint(trials: dict[str, list[float]], load, device: str) -> tuple[float, str]:
+def measured_footprint(trials: dict[str, list[float]], load, device: str, runtime: int | None = None,
+                       ) -> tuple[float, str]:  # fmt: skip
     """The model's footprint while it works, and where it was read. On a GPU, the device memory: torch's peak
     allocation where the backend reports it (weights, KV cache, activations; no CUDA context), else NVML's peak
     for the process tree. On a CPU (also a CPU run on a GPU machine, whose CUDA context NVML would count), the
     trial peaks of RSS over the pre-load baseline (load transients, such as a conversion copy or a dummy head
-    allocated before it is tied, stay in load_peak_rss_bytes)."""
+    allocated before it is tied, stay in load_peak_rss_bytes); for a multi-process engine the baseline also holds
+    ``runtime``, what the engine's own processes held before the model loaded."""
     gpu = (("torch_cuda_peak_allocated_bytes", "torch CUDA peak allocated"),
            ("nvml_process_peak_bytes", "NVML process-tree peak"))  # fmt: skip
     for key, source in gpu if device.lower() != "cpu" else ():
         if max(trials.get(key, [0.0])) > 0:
             return max(trials[key]), source
     rss = max(trials.get("peak_rss_bytes", [load.rss_after_bytes])) - load.rss_before_bytes
+    if runtime:
+        return rss - runtime, "process-tree RSS over the pre-load baseline and the engine processes' runtime"
     return rss, "process-tree RSS over the pre-load baseline"
 
 
@@ -88,13 +95,15 @@ class MemorySuite(Suite):
             out.add(k, v)
         info = ctx.model_info  # what the backend set aside, where it says
         for name, value in (("weights_bytes", info.weights_bytes), ("kv_cache_reserved_bytes", info.kv_cache_bytes),
-                            ("kv_cache_capacity_tokens", info.kv_cache_tokens)):  # fmt: skip
+                            ("kv_cache_capacity_tokens", info.kv_cache_tokens),
+                            ("weight_copies_bytes", info.weight_copies_bytes),
+                            ("engine_runtime_bytes", info.engine_runtime_bytes)):  # fmt: skip
             if value is not None:
                 out.add_value(name, value)
         load = ctx.load
         out.add_value("load_rss_delta_bytes", load.rss_after_bytes - load.rss_before_bytes)
         out.add_value("load_peak_rss_bytes", load.rss_peak_bytes)
-        peak, source = measured_footprint(trials, load, ctx.device)
+        peak, source = measured_footprint(trials, load, ctx.device, info.engine_runtime_bytes)
         if (predicted := predict(info, s)) is not None and peak > 0:
             out.add_value("measured_model_bytes", peak)
             out.extra["measured_from"] = source

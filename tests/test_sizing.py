@@ -175,3 +175,23 @@ def test_unverified_architectures_are_counted_by_their_own_code():
     assert "Transformers" in how and 30.4e9 < n.total < 30.6e9 and 3.3e9 < n.active < 3.4e9
     n_verified, how = models.param_count(models.entry("minicpm5-1b").config)
     assert how.startswith("arithmetic") and n_verified.total == 1_080_632_832
+
+
+def test_the_memory_suite_counts_an_engines_weight_copies_and_its_processes_runtime():
+    """What a backend reports of itself (vLLM's packed embedding copies, its processes' RSS before the model)
+    enters the prediction and the baseline; a backend that reports neither is measured as before."""
+    from smallbench.backends.base import LoadedModelInfo
+    from smallbench.results import LoadRecord
+    from smallbench.suites.memory import MemorySettings, measured_footprint, predict
+
+    config = models.entry("minicpm5-1b").config
+    plain = LoadedModelInfo(dtype="float32", config=config, kv_cache_tokens=1024)
+    engine = plain.model_copy(update={"weight_copies_bytes": 3 * 2**30, "engine_runtime_bytes": 2**30})
+    s = MemorySettings()
+    assert predict(engine, s)["total"] - predict(plain, s)["total"] == 3 * 2**30
+    load = LoadRecord(seconds=1.0, rss_before_bytes=2**30, rss_after_bytes=9 * 2**30, rss_peak_bytes=9 * 2**30)
+    trials = {"peak_rss_bytes": [8 * 2**30, 9 * 2**30]}
+    assert measured_footprint(trials, load, "cpu")[0] == 8 * 2**30
+    assert measured_footprint(trials, load, "cpu", engine.engine_runtime_bytes)[0] == 7 * 2**30
+    trials["torch_cuda_peak_allocated_bytes"] = [5 * 2**30]  # on a GPU the device's own figure: no RSS baseline
+    assert measured_footprint(trials, load, "cuda", engine.engine_runtime_bytes)[0] == 5 * 2**30

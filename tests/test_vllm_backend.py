@@ -113,6 +113,11 @@ def test_memory_and_settings_are_recorded(vllm_backend, tf_backend):
     assert flags["prefix_caching"] is False and flags["dtype"] == "float32"
     if vllm_backend.name == "vllm-server":
         assert "--no-enable-prefix-caching" in flags["server_argv"]
+        assert info.weight_copies_bytes is None and info.engine_runtime_bytes is None  # no worker to ask over HTTP
+    else:  # on a CPU, oneDNN's packed copy of each embedding module: the input embedding and the (untied) head
+        assert info.weight_copies_bytes == 2 * cfg.vocab_size * cfg.hidden_size * 4
+        engine_rss = sum(p.memory_info().rss for p in psutil.Process().children(recursive=True))
+        assert 0 < info.engine_runtime_bytes < engine_rss  # the engine's processes before the model, not after
 
 
 def test_serving_suite_sweeps_concurrency(server):
