@@ -378,7 +378,7 @@ class VLLMBackend(_VLLMBase):
         with _OutputTail() as tail:  # the engine core's own error, which the exception only points to
             try:
                 self.llm = LLM(**self.engine_args, disable_log_stats=False,  # metrics need stats on
-                               worker_extension_cls=_WORKER_REPORT)
+                               worker_extension_cls=_WORKER_REPORT)  # fmt: skip
             except Exception as exc:
                 import vllm
 

@@ -43,8 +43,9 @@ def predict(info: LoadedModelInfo, s: MemorySettings) -> dict[str, int] | None:
             "total": weights + int(kv_bytes) + copies}  # fmt: skip
 
 
-def measured_footprint(trials: dict[str, list[float]], load, device: str, runtime: int | None = None,
-                       ) -> tuple[float, str]:  # fmt: skip
+def measured_footprint(
+    trials: dict[str, list[float]], load, device: str, runtime: int | None = None
+) -> tuple[float, str]:
     """The model's footprint while it works, and where it was read. On a GPU, the device memory: torch's peak
     allocation where the backend reports it (weights, KV cache, activations; no CUDA context), else NVML's peak
     for the process tree. On a CPU (also a CPU run on a GPU machine, whose CUDA context NVML would count), the
