@@ -395,19 +395,16 @@ class VLLMBackend(_VLLMBase):
         model. A worker in this process is left to the pre-load baseline."""
         import psutil
 
+        from smallbench.telemetry import tree_rss
+
         try:
             reports = self.llm.collective_rpc("smallbench_memory")
         except Exception as exc:  # the memory suite then measures over this process's baseline alone
             print(f"smallbench: vLLM's workers did not report their memory: {one_line(exc)}", file=sys.stderr)
             return None, None
         me = os.getpid()
-        workers = {r["pid"] for r in reports}
         starts = [r["start_rss"] for r in reports if r["pid"] != me]
-        others = 0
-        for child in psutil.Process(me).children(recursive=True):
-            if child.pid not in workers:
-                with contextlib.suppress(psutil.Error):
-                    others += child.memory_info().rss
+        others = tree_rss(psutil.Process(me), skip={me, *(r["pid"] for r in reports)})  # the engine core
         runtime = None if None in starts else sum(starts) + others
         return sum(r["weight_copies"] for r in reports), runtime
 

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 import psutil
 
 
-def tree_rss(root: psutil.Process) -> int:
-    """Resident set size of ``root`` plus every living descendant, in bytes."""
+def tree_rss(root: psutil.Process, skip: frozenset[int] | set[int] = frozenset()) -> int:
+    """Resident set size of ``root`` plus every living descendant, in bytes; processes in ``skip`` left out."""
     total = 0
     procs = [root]
     with contextlib.suppress(psutil.Error):
         procs += root.children(recursive=True)
     for p in procs:
+        if p.pid in skip:
+            continue
         try:
             total += p.memory_info().rss
         except psutil.Error:
