@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+from functools import cache
+from typing import Any
 
 from smallbench.backends.base import Backend, BackendInfo, Capabilities, LoadedModelInfo, LoadSpec
 from smallbench.errors import SmallbenchError
@@ -27,6 +29,25 @@ def get_backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(module), attr)
 
 
+@cache
+def _config_defaults(name: str) -> dict[str, Any]:
+    try:
+        return dict(get_backend_class(name).config_flags)
+    except (SmallbenchError, ImportError):  # a record of a backend this install lacks, or no backend at all
+        return {}
+
+
+def config_label(info: BackendInfo, cpu_cores: int | None = None) -> str:
+    """How a record's engine was set up beyond its backend's defaults (:attr:`Backend.config_flags`), e.g.
+    ``enforce_eager`` or ``threads=1``; "" for the defaults. On a CPU the thread count is a setting too, where it
+    is not the machine's ``cpu_cores`` (physical; every backend's default)."""
+    defaults = dict(_config_defaults(info.name))
+    if info.device == "cpu" and cpu_cores:
+        defaults["threads"] = cpu_cores
+    changed = {k: info.flags[k] for k, v in defaults.items() if k in info.flags and info.flags[k] != v}
+    return ", ".join(k if v is True else f"{k}={v}" for k, v in changed.items())  # a switched-on flag: its name
+
+
 __all__ = [
     "Backend",
     "BackendInfo",
@@ -34,5 +55,6 @@ __all__ = [
     "LoadSpec",
     "LoadedModelInfo",
     "backend_names",
+    "config_label",
     "get_backend_class",
 ]

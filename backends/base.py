@@ -102,6 +102,10 @@ class Backend(ABC):
     capabilities: ClassVar[Capabilities]
     #: Whether ``--quant`` selects something for this backend (a GGUF file type, an MLX quantization).
     takes_quant: ClassVar[bool] = False
+    #: The :meth:`describe` flags that are engine settings a user can change, each with its value when left alone.
+    #: A record whose flags differ is labelled with the difference (:func:`smallbench.backends.config_label`) and
+    #: has a leaderboard row of its own: eager and compiled vLLM never share one.
+    config_flags: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def crash_hint(cls, options: dict[str, Any]) -> str | None:

@@ -236,6 +236,7 @@ class LlamaCppBackend(Backend):
     requires_module = "llama_cpp"
     install_hint = "pip install 'smallbench[llama-cpp]' (builds llama.cpp; for CUDA/Metal see the README)"
     takes_quant = True
+    config_flags = {"flash_attn": "auto", "extra_bufts_setting": "auto"}
 
     capabilities = Capabilities(
         streaming=True,

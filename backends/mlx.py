@@ -176,6 +176,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
     requires_module = "mlx_lm"
     install_hint = "pip install 'smallbench[mlx]' (Apple Silicon: Metal; Linux: the CPU build mlx[cpu])"
     takes_quant = True
+    config_flags = {"prefill_step_size": PREFILL_STEP}
 
     capabilities = Capabilities(
         streaming=True,

@@ -155,6 +155,7 @@ class _VLLMBase(HFTokenizerMixin, Backend):
     install_hint = ("CPU: scripts/install-vllm-cpu.sh ; CUDA: pip install 'smallbench[vllm]' "
                     "(see README: vLLM)")  # fmt: skip
     takes_quant = False
+    config_flags = {"enforce_eager": False, "prefix_caching": False}
 
     def __init__(self) -> None:
         self.tokenizer = None
@@ -282,6 +283,7 @@ class _VLLMBase(HFTokenizerMixin, Backend):
         flags: dict[str, Any] = {"mode": self.mode, "torch": torch.__version__,
                                  **{k: v for k, v in self.engine_args.items() if k != "model"}}  # fmt: skip
         flags["prefix_caching"] = self.engine_args.get("enable_prefix_caching", False)
+        flags["enforce_eager"] = self.engine_args.get("enforce_eager", False)  # named either way: a config_flag
         if self.device == "cpu":
             flags["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
             flags["VLLM_CPU_OMP_THREADS_BIND"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")

@@ -62,12 +62,13 @@ def text(s: Any) -> str:
 
 
 def _label(row: pd.Series) -> str:
-    parts = [row["backend"], row["quant"] or "—"] + (["dummy"] if row["weights"] == "dummy" else [])
-    return " · ".join(str(p) for p in [*parts, row["hardware"]])
+    parts = [row["backend"], row["quant"] or "—", row.get("config"), "dummy" if row["weights"] == "dummy" else ""]
+    return " · ".join(str(p) for p in [*parts, row["hardware"]] if p)
 
 
 #: The columns the table shows until a visitor picks others (every column is in the picker and the CSV).
-SHOWN = ["model", "params total (B)", "backend", "quant", "weights", L.SHAPE, "hardware", L.ACC_AVG, *L.COLUMNS]
+SHOWN = ["model", "params total (B)", "backend", "config", "quant", "weights", L.SHAPE, "hardware", L.ACC_AVG,
+         *L.COLUMNS]
 
 
 def display_columns(df: pd.DataFrame) -> list[str]:
@@ -283,7 +284,7 @@ def build_app(board: L.Board, skipped: list[str], where: str):
         gr.Markdown(f"# {TITLE}\nSpeed, memory and accuracy of the same weights on every backend, per hardware. "
                     "Missing values are blank, never 0. Rows marked `dummy` ran random weights: speed and memory "
                     "only.")  # fmt: skip
-        gr.Textbox(value=f"{len(df)} rows from {sum(len(v) for v in board.records.values())} records in {where}",
+        gr.Textbox(value=f"{len(df)} rows from {board.read} records in {where}",
                    show_label=False, interactive=False, elem_id="source")  # fmt: skip
         gr.Textbox(value="\n".join(skipped), label=f"Skipped files ({len(skipped)})", visible=bool(skipped),
                    interactive=False, lines=min(6, max(1, len(skipped))), elem_id="skipped")  # fmt: skip

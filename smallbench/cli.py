@@ -291,21 +291,24 @@ def parity_table(records, reference: str | None = None) -> Table:
 
 
 def summary_table(records) -> Table:
-    """One row per (model, weights, quant, backend, hardware), the leaderboard's columns and rules
-    (smallbench.leaderboard): medians, missing shown as —."""
+    """The leaderboard's rows (model, weights, quant, backend, device, engine config, hardware, shape), columns and
+    rules (smallbench.leaderboard): medians, missing shown as —."""
     from smallbench import leaderboard as L
 
     df = L.build(records).table
     cols = [L.TTFT, L.TPOT, L.DECODE, L.THROUGHPUT, L.PEAK, L.ROOFLINE]
+    # shape and hardware only where rows differ in them (a folder of several runs), to keep one run's table narrow
+    varying = [c for c in (L.SHAPE, "hardware") if not df.empty and df[c].nunique() > 1]
     table = Table(title="smallbench summary (medians)", box=box.SIMPLE_HEAD)
-    for col in ("model", "backend", "device", "status"):
+    for col in ("model", "backend", "device", *("shape" if c == L.SHAPE else c for c in varying), "status"):
         table.add_column(col, no_wrap=True)
     for col in cols:
         table.add_column(col, justify="right", min_width=max(len(w) for w in col.split()))
     for _, row in df.iterrows():
         model = f"{row['model']} [{row['quant']}]" if row["quant"] else row["model"]
         status = "ok" if not row["failed"] else f"{row['failed']} failed"
-        table.add_row(model, row["backend"], row["device"] or "—", status,
+        backend = f"{row['backend']} ({row['config']})" if row["config"] else row["backend"]
+        table.add_row(model, backend, row["device"] or "—", *(row[c] or "—" for c in varying), status,
                       *("—" if math.isnan(row[c]) else f"{row[c]:,.{_digits(row[c])}f}" for c in cols))  # fmt: skip
     return table
 
@@ -497,7 +500,8 @@ def report(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | parquet | markdown")] = "table",
     out: Annotated[Path | None, typer.Option("--out", help="File to write (csv/parquet/markdown).")] = None,
     wide: Annotated[bool, typer.Option(help="Export the leaderboard's table (one row per model × weights × quant × "
-                                            "backend × hardware) instead of one row per metric.")] = False,
+                                            "backend × device × engine config × hardware × shape) instead of one "
+                                            "row per metric.")] = False,
     parity: Annotated[bool, typer.Option(help="The parity view: every backend and quant against --reference.")] = False,
     reference: Annotated[str | None, typer.Option(help="Parity: the reference backend (transformers).")] = None,
 ) -> None:

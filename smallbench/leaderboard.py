@@ -1,4 +1,5 @@
-"""The leaderboard's data: result records joined into one wide row per (model, weights, quant, backend, hardware).
+"""The leaderboard's data: result records joined into one wide row per (model, weights, quant, backend, device,
+engine config, hardware) and workload shape.
 
 Shared by ``smallbench report`` and ``leaderboard_app.py``. The rules for which number stands for a row (which
 suite's TTFT, which batch size's decode speed, NVML before RSS) live here and only here; units, directions and
@@ -15,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from smallbench.backends import config_label
 from smallbench.metrics import METRICS
 from smallbench.results import Metric, ResultRecord
 
@@ -25,7 +27,7 @@ PRIMARY_ACCURACY = ("acc_norm", "acc", "exact_match", "word_perplexity")
 FILTER_ORDER = ("none", "strict-match")
 #: Display units: records store SI base units; the table shows these.
 DISPLAY = {"s": ("ms", 1e3), "s/token": ("ms/token", 1e3), "bytes": ("GiB", 2.0**-30), "fraction": ("%", 100.0)}
-KEY = ["model", "weights", "quant", "backend", "hardware_id"]
+KEY = ["model", "weights", "quant", "backend", "device", "config", "hardware_id"]
 
 
 def display_unit(unit: str) -> tuple[str, float]:
@@ -53,7 +55,7 @@ ACC_AVG = "accuracy avg (%)"
 PARITY = "parity max |Δ loglik| vs transformers"
 SHAPE = "shape (prompt→gen tokens)"
 IDENTITY = ["model", "name", "maker", "role", "params total (B)", "params active (B)", "backend", "backend version",
-            "device", "quant", "weights", SHAPE, "hardware"]  # fmt: skip
+            "device", "config", "quant", "weights", SHAPE, "hardware"]  # fmt: skip
 
 
 def primary_accuracy(rec: ResultRecord) -> dict[str, Metric]:
@@ -138,10 +140,21 @@ def _params(rec: ResultRecord, entry) -> tuple[float, float]:
     return (total / 1e9 if total else math.nan), (active / 1e9 if active else math.nan)
 
 
-def row_key(rec: ResultRecord) -> tuple[str, str, str, str, str]:
+def row_key(rec: ResultRecord) -> tuple[str, ...]:
+    """The parts of :data:`KEY`: what must be the same for two records' numbers to share a row."""
     weights = "dummy" if rec.model.dummy else (rec.model.weights_sha256 or rec.model.revision or "")[:12] or "real"
-    hw = rec.hardware.fingerprint if rec.hardware else "unknown"
-    return rec.model.id, weights, rec.model.quant or rec.model.dtype or "", rec.backend.name, hw
+    hw = rec.hardware
+    config = config_label(rec.backend, hw.cpu_cores_physical if hw else None)
+    return (rec.model.id, weights, rec.model.quant or rec.model.dtype or "", rec.backend.name,
+            rec.backend.device or "", config, hw.fingerprint if hw else "unknown")  # fmt: skip
+
+
+_CONFIG = KEY.index("config")
+
+
+def _weights_key(key: tuple[str, ...]) -> tuple[str, ...]:
+    """A row key less the engine config: what accuracy and parity belong to (the weights on that engine)."""
+    return key[:_CONFIG] + key[_CONFIG + 1 :]
 
 
 def shape(rec: ResultRecord) -> str:
@@ -157,6 +170,8 @@ class Board:
 
     table: pd.DataFrame
     records: dict[int, list[ResultRecord]]
+    #: How many records it was built from (a record can join several rows, or none: parity of the reference).
+    read: int
 
     def samples(self, row: int, metric: str, suite: str | None = None, **labels: Any) -> list[float]:
         for r in self.records.get(row, []):
@@ -182,24 +197,27 @@ class Board:
 
 
 def build(records: Iterable[ResultRecord]) -> Board:
-    """One row per (model, weights, quant, backend, hardware) and workload shape, the measured columns of
+    """One row per :data:`KEY` and workload shape, the measured columns of
     :data:`COLUMNS`, each task's primary accuracy, their average, and bookkeeping (cells, failed cells, newest
-    record). Numbers of different shapes never share a row; accuracy belongs to the weights, so it joins every
-    shape's row of the same weights, backend and hardware (and makes a row of its own where nothing else ran)."""
+    record). Numbers of different shapes or engine configs never share a row; accuracy belongs to the weights, so it
+    joins every shape's and config's row of the same weights, backend, device and hardware (and makes a row of its
+    own where nothing else ran)."""
     from smallbench import models, parity
 
     records = list(records)
     deltas = parity.max_deltas(records) if any(r.suite == "parity" for r in records) else {}
+    deltas = {_weights_key(k): v for k, v in deltas.items()}
     speed: dict[tuple, list[ResultRecord]] = {}
-    accuracy: dict[tuple, list[ResultRecord]] = {}
+    accuracy: dict[tuple, list[ResultRecord]] = {}  # accuracy and parity: the weights', whatever the engine config
     for r in records:
         if sh := shape(r):
             speed.setdefault((*row_key(r), sh), []).append(r)
         else:
-            accuracy.setdefault(row_key(r), []).append(r)
-    groups = {key: recs + accuracy.get(key[:-1], []) for key, recs in speed.items()}
-    measured = {key[:-1] for key in speed}
-    groups.update({(*key, ""): recs for key, recs in accuracy.items() if key not in measured})
+            accuracy.setdefault(_weights_key(row_key(r)), []).append(r)
+    groups = {key: recs + accuracy.get(_weights_key(key[:-1]), []) for key, recs in speed.items()}
+    measured = {_weights_key(key[:-1]) for key in speed}
+    groups.update({(*key[:_CONFIG], "", *key[_CONFIG:], ""): recs for key, recs in accuracy.items()
+                   if key not in measured and (key in deltas or any(r.suite == "accuracy" for r in recs))})
     rows, by_row = [], {}
     for i, (key, recs) in enumerate(groups.items()):
         rec = recs[0]
@@ -210,9 +228,9 @@ def build(records: Iterable[ResultRecord]) -> Board:
             "model": rec.model.id, "name": entry.display_name if entry else rec.model.id,
             "maker": entry.maker if entry else "", "role": entry.role if entry else "",
             "params total (B)": total, "params active (B)": active, "backend": rec.backend.name,
-            "backend version": rec.backend.version or "", "device": rec.backend.device or "",
-            "quant": key[2], "weights": "dummy" if rec.model.dummy else "real", SHAPE: key[5],
-            "hardware": hw.accelerator if hw else "unknown", "hardware_id": key[4],
+            "backend version": rec.backend.version or "", "device": key[4], "config": key[5],
+            "quant": key[2], "weights": "dummy" if rec.model.dummy else "real", SHAPE: key[7],
+            "hardware": hw.accelerator if hw else "unknown", "hardware_id": key[6],
         }  # fmt: skip
         picked = headline(recs)
         for col, (_, stat) in COLUMNS.items():
@@ -233,7 +251,7 @@ def build(records: Iterable[ResultRecord]) -> Board:
                     if METRICS[m.name].unit == "fraction":
                         fractions[task] = row[accuracy_header(task, m)]
         row[ACC_AVG] = sum(fractions.values()) / len(fractions) if fractions else math.nan
-        row[PARITY] = deltas.get(key[:5], math.nan)
+        row[PARITY] = deltas.get(_weights_key(key[:-1]), math.nan)
         row["cells"], row["failed"] = len(recs), sum(r.status != "ok" for r in recs)
         row["updated"] = max(r.created_at for r in recs).strftime("%Y-%m-%d %H:%M")
         rows.append(row)
@@ -243,7 +261,7 @@ def build(records: Iterable[ResultRecord]) -> Board:
         df = pd.DataFrame(columns=[*IDENTITY, "hardware_id", *COLUMNS, ACC_AVG])
     for col in [*COLUMNS, ACC_AVG, PARITY, "params total (B)", "params active (B)"]:
         df[col] = pd.to_numeric(df.get(col), errors="coerce")
-    return Board(df, by_row)
+    return Board(df, by_row, len(records))
 
 
 def accuracy_columns(df: pd.DataFrame) -> list[str]:

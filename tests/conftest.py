@@ -41,6 +41,17 @@ def tf_backend(tiny_path):
         yield m.backend
 
 
+def config_of(backend) -> str:
+    """A loaded backend's engine config as the leaderboard labels it, once the flags its class declares in
+    ``config_flags`` are found among what it describes (a renamed flag would otherwise pass unseen)."""
+    from smallbench.backends import config_label
+    from smallbench.hardware import hardware_info
+
+    info = backend.describe()
+    assert set(type(backend).config_flags) <= set(info.flags), "config_flags names a flag describe() lacks"
+    return config_label(info, hardware_info().cpu_cores_physical)  # the cores a record's hardware carries
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None):
     return subprocess.run(
         [sys.executable, "-m", "smallbench.cli", *args],

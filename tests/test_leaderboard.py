@@ -82,6 +82,29 @@ def test_workload_shapes_never_share_a_row_and_accuracy_joins_each():
         assert df.loc[("minicpm5-1b", sh), L.ACC_AVG] == pytest.approx(100 * sum(m.value for m in acc.metrics) / 2)
     assert math.isnan(df.loc[("qwen3-4b", ""), L.TTFT]) and not math.isnan(df.loc[("qwen3-4b", ""), L.ACC_AVG])
     assert len(L.filter_table(df.reset_index(), shapes=["64→32"])) == 1
+    assert L.build([short, long, acc, other]).read == 4  # the app's count: acc joins two rows, it is one record
+
+
+def test_engine_settings_and_devices_never_share_a_row_and_accuracy_joins_each():
+    rng = random.Random(5)
+    cpu = hardware(0)
+    eager, compiled, acc = (record(s, "minicpm5-1b", "vllm", "float32", cpu, rng)
+                            for s in ("latency", "latency", "accuracy"))  # fmt: skip
+    eager.backend.flags = {"enforce_eager": True, "prefix_caching": False, "mode": "engine"}
+    compiled.backend.flags = {"prefix_caching": False, "mode": "engine"}  # vLLM's defaults: no label
+    one_thread, on_gpu = (record("latency", "minicpm5-1b", "transformers", "float32", cpu, rng) for _ in range(2))
+    one_thread.backend.flags = {"threads": 1}  # the machine has 2 physical cores, every backend's default
+    on_gpu.backend.device, on_gpu.backend.flags = "cuda", {"threads": 1}  # threads mean nothing off the CPU
+    odd = record("latency", "m", "no-such-backend", "", cpu, rng)
+    odd.backend.flags = {"enforce_eager": True}
+    df = _rows(eager, compiled, acc, one_thread, on_gpu, odd).set_index(["backend", "device", "config"])
+    assert sorted(df.index) == [("no-such-backend", "cpu", ""), ("transformers", "cpu", "threads=1"),
+                                ("transformers", "cuda", ""), ("vllm", "cpu", ""),
+                                ("vllm", "cpu", "enforce_eager")]  # fmt: skip
+    for config, rec in (("", compiled), ("enforce_eager", eager)):
+        row = df.loc[("vllm", "cpu", config)]
+        assert row[L.TTFT] == pytest.approx(rec.metric("ttft").stats.p50 * 1e3)
+        assert row[L.ACC_AVG] == pytest.approx(100 * sum(m.value for m in acc.metrics) / 2)  # the weights'
 
 
 def test_peak_memory_prefers_nvml_and_dummy_rows_carry_no_accuracy():
@@ -323,3 +346,15 @@ def test_app_builds_with_no_records_at_all():
     from smallbench.app import build_app
 
     assert build_app(L.build([]), [], "an empty folder") is not None
+
+
+def test_report_summary_names_shape_and_hardware_where_rows_differ_in_them():
+    from smallbench.cli import summary_table
+
+    rng = random.Random(7)
+    one = [record("latency", "minicpm5-1b", b, "", hardware(0), rng) for b in ("vllm", "llama-cpp")]
+    assert [c.header for c in summary_table(one).columns][:4] == ["model", "backend", "device", "status"]
+    two = [*one, record("latency", "minicpm5-1b", "vllm", "", hardware(1), rng, prompt=512)]
+    table = summary_table(two)
+    assert [c.header for c in table.columns][:6] == ["model", "backend", "device", "shape", "hardware", "status"]
+    assert sorted(table.columns[3].cells) == ["128→32", "128→32", "512→32"]

@@ -19,7 +19,7 @@ from smallbench.backends import LoadSpec, get_backend_class
 from smallbench.backends.llama_cpp import select_gguf
 from smallbench.errors import SmallbenchError
 from tests import task_data
-from tests.conftest import require, run_cli
+from tests.conftest import config_of, require, run_cli
 from tests.parity import PROMPTS
 from tests.parity import loglikelihood_requests as _requests
 
@@ -41,6 +41,7 @@ def llama(tiny_path):
 
 
 def test_gguf_tokenizer_matches_the_hf_tokenizer(llama, tf_backend):
+    assert config_of(llama) == ""  # every setting left at llama.cpp's defaults: the leaderboard's default row
     for text in [*PROMPTS, "  spaces\n\ttabs é ü 日本 <s> x", "x</s>y", ""]:
         assert llama.tokenize(text) == tf_backend.tokenize(text), text
         assert llama.tokenize(text, add_special_tokens=False) == tf_backend.tokenize(text, add_special_tokens=False)

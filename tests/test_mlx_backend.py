@@ -13,7 +13,7 @@ from smallbench import load_results
 from smallbench.backends import LoadSpec, get_backend_class
 from smallbench.errors import SmallbenchError
 from tests import task_data
-from tests.conftest import require, run_cli
+from tests.conftest import config_of, require, run_cli
 from tests.parity import PROMPTS
 from tests.parity import loglikelihood_requests as _requests
 
@@ -43,6 +43,7 @@ def test_tokenizer_and_model_facts_match_transformers(mlx_b, tf_backend):
     info = mlx_b.describe()
     assert info.dtype == "float32" and info.flags["weights"] == "tiny-llama-float32"
     assert info.device == ("metal" if mx.metal.is_available() else "cpu")
+    assert config_of(mlx_b) == ""
 
 
 def test_f32_loglikelihoods_match_transformers(mlx_b, tf_backend):

@@ -5,6 +5,7 @@ import torch
 
 from smallbench.backends import LoadSpec, get_backend_class
 from smallbench.suites.base import synthetic_prompt
+from tests.conftest import config_of
 
 
 def test_stream_matches_plain_generate_and_stamps_every_token(tf_backend):
@@ -64,6 +65,7 @@ def test_dummy_weights_same_shapes_other_values(tiny_path, tf_backend):
 def test_describe(tf_backend):
     d = tf_backend.describe()
     assert d.name == "transformers" and d.device == "cpu" and d.dtype == "float32" and d.version
+    assert config_of(tf_backend) == ""  # torch's own thread count: the machine's physical cores
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")

