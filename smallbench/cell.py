@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from smallbench import __version__, energy
 from smallbench.backends import Backend, BackendInfo, LoadedModelInfo, LoadSpec, get_backend_class
+from smallbench.backends.base import CLI_OPTIONS
 from smallbench.errors import SmallbenchError, one_line
 from smallbench.hardware import HardwareInfo, hardware_info, measure_memory_bandwidth, software_versions
 from smallbench.results import LoadRecord, ModelRecord, ResultRecord, redact
@@ -49,6 +50,14 @@ class GroupSpec(BaseModel):
     cells: list[CellSpec]
 
 
+def requested_backend(spec: CellSpec) -> BackendInfo:
+    """The backend of a cell that failed before it loaded: its name, and as flags the knobs the run asked for
+    (``--enforce-eager``, ``--threads``), so that a failed load is counted against the engine config it tried and
+    not against the defaults' (:func:`smallbench.backends.config_label`)."""
+    options = spec.load.get("options") or {}
+    return BackendInfo(name=spec.backend, flags={k: v for k, v in options.items() if k in CLI_OPTIONS})
+
+
 def failed_record(
     spec: CellSpec, error: str, hardware: HardwareInfo | None, software: dict[str, str],
     backend: BackendInfo | None = None, started: float | None = None,
@@ -62,7 +71,7 @@ def failed_record(
         suite=spec.suite,
         settings=spec.settings,
         model=spec.model,
-        backend=backend or BackendInfo(name=spec.backend),
+        backend=backend or requested_backend(spec),
         hardware=hardware,
         software=software,
         duration_s=time.perf_counter() - started if started else None,

@@ -107,6 +107,18 @@ def test_engine_settings_and_devices_never_share_a_row_and_accuracy_joins_each()
         assert row[L.ACC_AVG] == pytest.approx(100 * sum(m.value for m in acc.metrics) / 2)  # the weights'
 
 
+def test_a_load_that_failed_is_counted_against_the_engine_config_it_asked_for():
+    from smallbench.cell import CellSpec, failed_record
+
+    ok = record("latency", "minicpm5-1b", "vllm", "float32", hardware(0), random.Random(6))
+    spec = CellSpec(run_id="r", cell_id="c", model=ok.model, backend="vllm", suite="latency", settings=ok.settings,
+                    load={"options": {"enforce_eager": True, "threads": 2, "n_gpu_layers": 0}})  # fmt: skip
+    failed = failed_record(spec, "RuntimeError: out of memory", ok.hardware, {})
+    assert failed.backend.flags == {"enforce_eager": True, "threads": 2, "n_gpu_layers": 0}  # what was asked
+    df = _rows(ok, failed)
+    assert sorted(zip(df.config, df.failed, strict=True)) == [("", 0), ("enforce_eager", 1)]
+
+
 def test_peak_memory_prefers_nvml_and_dummy_rows_carry_no_accuracy():
     rng = random.Random(1)
     mem = record("memory", "qwen3-0.6b", "vllm", "bfloat16", hardware(1), rng, dummy=True)
