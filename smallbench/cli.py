@@ -243,12 +243,13 @@ def plan_table(cells, executor, isolate: str, force: bool) -> Table:
 def print_tables(records) -> None:
     """The speed/memory summary (if any such cell ran), one accuracy table per model × backend, the parity table."""
     speed = [r for r in records if r.suite not in ("accuracy", "parity") or r.status != "ok"]  # failed cells here
+    out = wide_console()  # piped: whole rows, where 80 columns would cut the summary's last numbers off
     if speed:
-        console.print(summary_table(speed))
+        out.print(summary_table(speed))
     for table in accuracy_tables(records):
-        console.print(table)
+        out.print(table)
     if any(r.suite == "parity" and r.status == "ok" for r in records):
-        wide_console().print(parity_table(records))
+        out.print(parity_table(records))
     for line in slowdown_warnings(records):
         err_console.print(Text("warning:", style="yellow"), line)
 

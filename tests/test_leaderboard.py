@@ -360,6 +360,21 @@ def test_app_builds_with_no_records_at_all():
     assert build_app(L.build([]), [], "an empty folder") is not None
 
 
+def test_piped_summary_keeps_whole_rows(capsys):
+    from smallbench.cli import print_tables
+
+    rng = random.Random(8)
+    recs = [record("latency", "minicpm5-1b", b, q, hardware(0), rng)
+            for b, q in (("vllm", ""), ("llama-cpp", "Q4_K_M"), ("transformers", ""))]  # fmt: skip
+    recs[0].backend.flags = {"enforce_eager": True}
+    print_tables(recs)
+    out = capsys.readouterr().out
+    assert "vllm (enforce_eager)" in out and "minicpm5-1b [Q4_K_M]" in out
+    assert L.ROOFLINE in out  # the last column, whole
+    for rec in recs:  # and each row's number in it, not cut off at 80 columns
+        assert f"{rec.metric('decode_bandwidth_pct').stats.p50:.1f}" in out, out
+
+
 def test_report_summary_names_shape_and_hardware_where_rows_differ_in_them():
     from smallbench.cli import summary_table
 
