@@ -14,4 +14,6 @@ smallbench run --dummy -m "$models" -b llama-cpp -s latency,throughput -o "$out"
   --prompt-tokens 512 --gen-tokens 64 --repeats 3 --warmup 1 --batch-sizes 1,4 "$@"
 smallbench run --dummy -m "$models" -b vllm -s memory,latency,throughput -o "$out" --enforce-eager "${shape[@]}" "$@"
 smallbench run --dummy -m "$models" -b mlx -s memory -o "$out" "${shape[@]}" "$@"
+# MLX's CPU build multiplies matrices ~40x slower than torch here: latency only (no throughput batches).
+smallbench run --dummy -m "$models" -b mlx -s latency -o "$out" "${shape[@]}" "$@"
 smallbench fit mellum2-12b-a2.5b --quant BF16 || true

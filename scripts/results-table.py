@@ -1,0 +1,39 @@
+#!/usr/bin/env python
+"""The CPU machines' table in results/README.md, from the records (never typed by hand).
+
+Usage: python scripts/results-table.py [RESULTS]  → markdown on stdout: the leaderboard's rows
+(smallbench.leaderboard) whose hardware has no GPU, a few columns, three significant digits."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from smallbench import leaderboard as L
+from smallbench.results import scan_records
+
+COLUMNS = ["model", "weights", "backend", "config", "quant", L.SHAPE, "machine", L.TTFT, L.TPOT, L.DECODE,
+           L.THROUGHPUT, "best at", L.PEAK, L.ROOFLINE, L.ACC_AVG]  # fmt: skip
+
+
+def number(v: float) -> str:
+    if isinstance(v, str) or v is None or (isinstance(v, float) and math.isnan(v)):
+        return v if isinstance(v, str) else ""
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
+def main(folder: str = "results") -> None:
+    records, _skipped = scan_records(folder)
+    board = L.build(records)
+    df = board.table
+    cpu = df[~df.hardware.str.contains("NVIDIA|H100|H200|A100|GeForce|RTX", case=False, regex=True)].copy()
+    cpu["machine"] = cpu.hardware.map(lambda h: "AMD" if "AMD" in h else "Intel" if "Intel" in h else h)
+    cols = [*COLUMNS, *L.accuracy_columns(cpu)]
+    cpu = cpu.sort_values(["model", "machine", "backend", "config", "quant", L.SHAPE], kind="stable")
+    out = cpu[cols].apply(lambda col: col.map(number)).fillna("")
+    print(out.to_markdown(index=False, disable_numparse=True))
+    print(f"\n{board.read} records (the GPU's included), {len(cpu)} rows from the CPU machines")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
