@@ -2,7 +2,7 @@
 """The CPU machines' table in results/README.md, from the records (never typed by hand).
 
 Usage: python scripts/results-table.py [RESULTS]  → markdown on stdout: the leaderboard's rows
-(smallbench.leaderboard) whose hardware has no GPU, a few columns, three significant digits."""
+(smallbench.leaderboard) that ran on a CPU, a few columns, three significant digits."""
 
 from __future__ import annotations
 
@@ -16,17 +16,17 @@ COLUMNS = ["model", "weights", "backend", "config", "quant", L.SHAPE, "machine",
            L.THROUGHPUT, "best at", L.PEAK, L.ROOFLINE, L.ACC_AVG]  # fmt: skip
 
 
-def number(v: float) -> str:
-    if isinstance(v, str) or v is None or (isinstance(v, float) and math.isnan(v)):
-        return v if isinstance(v, str) else ""
-    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+def number(v: float | str) -> str:
+    if isinstance(v, str):
+        return v
+    return "" if math.isnan(v) else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
 
 
 def main(folder: str = "results") -> None:
     records, _skipped = scan_records(folder)
     board = L.build(records)
     df = board.table
-    cpu = df[~df.hardware.str.contains("NVIDIA|H100|H200|A100|GeForce|RTX", case=False, regex=True)].copy()
+    cpu = df[df.device == "cpu"].copy()  # a GPU machine's rows say cuda (or "" for a load that failed)
     cpu["machine"] = cpu.hardware.map(lambda h: "AMD" if "AMD" in h else "Intel" if "Intel" in h else h)
     cols = [*COLUMNS, *L.accuracy_columns(cpu)]
     cpu = cpu.sort_values(["model", "machine", "backend", "config", "quant", L.SHAPE], kind="stable")
