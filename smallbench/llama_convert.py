@@ -12,7 +12,7 @@ Three adjustments, all narrow:
   tokenizers it has not seen. The dummy models carry smallbench's built-in tokenizer, a GPT-2-style byte-level
   BPE, so for a folder holding exactly that tokenizer (checked by sha256) the pre-tokenizer is given as
   ``gpt-2``. Every other tokenizer goes through the converter's check unchanged;
-- the converter asks transformers for ``trust_remote_code=True`` in several places; it is held to the user's
+- the converter asks transformers to trust remote code in several places; it is held to the user's
   ``--trust-remote-code`` (smallbench never turns it on by itself);
 - the converter reads a config through transformers, which rewrites Nemotron-H's: transformers 5's
   ``NemotronHConfig`` fills in expert settings (the converter then takes a dense model for a mixture of
@@ -149,7 +149,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def convert(hf_dir: Path, out: Path, outtype: str = "F16", trust_remote_code: bool = False,
             timeout: float = 3600.0) -> None:  # fmt: skip
     """Write ``hf_dir`` as a GGUF of ``outtype`` (F32 / F16 / BF16) with llama.cpp's converter. The converter asks
-    transformers for ``trust_remote_code=True`` in places (e.g. Nemotron-H's tokenizer); it gets the repo's code
+    transformers to trust remote code in places (e.g. Nemotron-H's tokenizer); it gets the repo's code
     only with the user's ``trust_remote_code``."""
     from smallbench import tiny_model
 
