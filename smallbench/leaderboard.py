@@ -223,14 +223,14 @@ def build(records: Iterable[ResultRecord]) -> Board:
         rec = recs[0]
         entry = models.entry(rec.model.id)
         total, active = _params(rec, entry)
-        hw = rec.hardware
+        hw, k = rec.hardware, dict(zip([*KEY, SHAPE], key, strict=True))
         row: dict[str, Any] = {
             "model": rec.model.id, "name": entry.display_name if entry else rec.model.id,
             "maker": entry.maker if entry else "", "role": entry.role if entry else "",
             "params total (B)": total, "params active (B)": active, "backend": rec.backend.name,
-            "backend version": rec.backend.version or "", "device": key[4], "config": key[5],
-            "quant": key[2], "weights": "dummy" if rec.model.dummy else "real", SHAPE: key[7],
-            "hardware": hw.accelerator if hw else "unknown", "hardware_id": key[6],
+            "backend version": rec.backend.version or "", "device": k["device"], "config": k["config"],
+            "quant": k["quant"], "weights": "dummy" if rec.model.dummy else "real", SHAPE: k[SHAPE],
+            "hardware": hw.accelerator if hw else "unknown", "hardware_id": k["hardware_id"],
         }  # fmt: skip
         picked = headline(recs)
         for col, (_, stat) in COLUMNS.items():
