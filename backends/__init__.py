@@ -29,6 +29,21 @@ def get_backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(module), attr)
 
 
+def memory_allowances(name: str | None, config: dict[str, Any], kind: str, device: str, memory: int) -> dict[str, int]:
+    """What backend ``name`` holds besides weights and KV cache when it runs a model of ``config`` as ``kind`` on
+    ``device`` ("cpu" or an accelerator) in ``memory`` bytes (:meth:`Backend.memory_allowances`); {} for no
+    backend. A quantization the backend does not take is refused in one line."""
+    if not name:
+        return {}
+    cls = get_backend_class(name)
+    from smallbench.sizing import DTYPE_BYTES
+
+    if not cls.takes_quant and kind not in DTYPE_BYTES:
+        raise SmallbenchError(f"backend '{name}' loads a checkpoint in its own float type, not as {kind}; give one "
+                              f"of {', '.join(DTYPE_BYTES)}")  # fmt: skip
+    return cls.memory_allowances(config, kind, device, memory)
+
+
 @cache
 def _config_defaults(name: str) -> dict[str, Any]:
     try:
@@ -57,4 +72,5 @@ __all__ = [
     "backend_names",
     "config_label",
     "get_backend_class",
+    "memory_allowances",
 ]

@@ -125,6 +125,14 @@ class Backend(ABC):
         starts, so that a cause knowable from the config never costs an engine start."""
 
     @classmethod
+    def memory_allowances(cls, config: dict[str, Any], kind: str, device: str, memory: int) -> dict[str, int]:
+        """What this engine holds beyond the weights and KV cache that ``smallbench fit`` counts, by rule from the
+        ``config`` alone: a short reason → bytes (vLLM on a CPU: its packed second copy of each embedding).
+        ``kind``: the weights' dtype or quantization; ``device``: ``"cpu"`` or an accelerator's name; ``memory``:
+        the budget being fitted into. The memory suite's records measure what the rule predicts."""
+        return {}
+
+    @classmethod
     def root_cause(cls, error: str, log: str) -> str | None:
         """A failed cell's one line when ``error`` only wraps the real cause (an engine process's error that the
         library re-raises as a generic one), found in the cell's ``log``; None to keep ``error``."""

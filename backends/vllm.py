@@ -45,6 +45,9 @@ from smallbench.metrics import BatchTrace, GenerationTrace
 DEFAULT_MAX_CTX = 4096
 DEFAULT_CPU_KV_GIB = 1  # VLLM_CPU_KVCACHE_SPACE when the user has not set it
 SERVED_NAME = "smallbench"
+GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default share of a GPU's memory for one engine
+#: model types whose vLLM class computes its logits with the input embedding itself (no output-head module)
+_HEAD_IS_THE_EMBEDDING = frozenset({"cohere", "cohere2", "gemma2", "gemma3n", "gemma3n_text"})
 _DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
            "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
 #: Options smallbench understands; anything else in LoadSpec.options is an error, not silently dropped.
@@ -185,6 +188,21 @@ class _VLLMBase(HFTokenizerMixin, Backend):
         if sizes and isinstance(head, int) and head not in sizes:
             raise SmallbenchError(f"vllm on CPU cannot run '{model_id}': its attention head size {head} is not one "
                                   f"vLLM's CPU attention supports ({', '.join(map(str, sizes))})")  # fmt: skip
+
+    @classmethod
+    def memory_allowances(cls, config: dict[str, Any], kind: str, device: str, memory: int) -> dict[str, int]:
+        """On a GPU, the share of its memory vLLM leaves to others (``gpu_memory_utilization``). On a CPU, the
+        packed copy of each embedding module (``vllm_worker``): the input embedding and, unless the model's class
+        computes logits with it, the output head (tied or not), the vocabulary padded to a multiple of 64."""
+        if device != "cpu":
+            return {f"left free: gpu_memory_utilization {GPU_MEMORY_UTILIZATION}":
+                    int(memory * (1 - GPU_MEMORY_UTILIZATION))}  # fmt: skip
+        a = sizing.arch(config)
+        modules = 1 if a.model_type in _HEAD_IS_THE_EMBEDDING else 2
+        rows = -(-a.vocab // 64) * 64
+        size = 4 if kind == "float32" else 2  # 16-bit otherwise: quantized checkpoints keep 16-bit embeddings
+        what = "input embedding" if modules == 1 else "input embedding and output head"
+        return {f"on a CPU, a packed copy of the {what}": modules * rows * a.hidden * size}
 
     #: The errors vLLM raises in the front-end when its engine core process failed; the cause is in the log.
     WRAPPERS = ("EngineDeadError", "Engine core initialization failed", "EngineCore encountered")

@@ -23,6 +23,9 @@ from smallbench.results import scan_records
 #: Where the app reads records when neither an argument nor SMALLBENCH_RESULTS_REPO says otherwise.
 DEFAULT_RESULTS = "results"
 ALL = "(all hardware)"
+ANY_ENGINE = "(weights + KV cache only)"
+#: the "what fits" panel's engines: each adds what it holds besides (smallbench.backends.memory_allowances)
+ENGINES = [ANY_ENGINE, *(f"{b} on {d}" for b in ("transformers", "vllm", "llama-cpp", "mlx") for d in ("GPU", "CPU"))]
 #: Rows the table sends to the browser at once (a visitor picks from PAGES), best first by the chosen column; the
 #: CSV has every matching row.
 PAGE = 50
@@ -271,12 +274,13 @@ def build_app(board: L.Board, skipped: list[str], where: str):
         rows = df[(df["model"] == model) & ((df["hardware"] == hw) if hw != ALL else True)]
         return compare_figure(board, rows, col), distribution_figure(board, rows), concurrency_figure(board, rows)
 
-    def on_fit(memory, quant, context):
+    def on_fit(memory, quant, context, engine):
         from smallbench.errors import SmallbenchError
         from smallbench.sizing import parse_bytes
 
+        backend, _, device = engine.partition(" on ") if engine != ANY_ENGINE else (None, "", "cuda")
         try:
-            return L.fits(parse_bytes(memory), quant, int(context)), ""
+            return L.fits(parse_bytes(memory), quant, int(context), backend=backend, device=device.lower()), ""
         except (SmallbenchError, ValueError, KeyError) as exc:
             return pd.DataFrame(), f"error: {exc}"
 
@@ -338,13 +342,16 @@ def build_app(board: L.Board, skipped: list[str], where: str):
             with gr.Row():
                 w_mem = gr.Textbox("16GB", label="memory (16GB, 24GiB, 80G…)")
                 w_quant = gr.Dropdown(["bfloat16", "float16", "Q8_0", "Q6_K", "Q4_K_M", "8bit", "4bit"],
-                                      value="Q4_K_M", label="weights type")  # fmt: skip
+                                      value="Q4_K_M", label="weights type", elem_id="w-quant")  # fmt: skip
                 w_ctx = gr.Number(4096, label="context (tokens)", precision=0)
-            w_err = gr.Textbox(show_label=False, interactive=False)
+                w_engine = gr.Dropdown(ENGINES, value=ANY_ENGINE, label="engine (adds what it holds besides)",
+                                       elem_id="w-engine")  # fmt: skip
+            w_err = gr.Textbox(show_label=False, interactive=False, elem_id="w-err")
             w_table = gr.Dataframe(interactive=False, elem_id="fits")
-            for comp in (w_mem, w_quant, w_ctx):
-                comp.change(on_fit, [w_mem, w_quant, w_ctx], [w_table, w_err])
-            demo.load(on_fit, [w_mem, w_quant, w_ctx], [w_table, w_err])
+            w_inputs = [w_mem, w_quant, w_ctx, w_engine]
+            for comp in w_inputs:
+                comp.change(on_fit, w_inputs, [w_table, w_err])
+            demo.load(on_fit, w_inputs, [w_table, w_err])
         with gr.Tab("Methodology", elem_id="tab-method"):
             gr.Markdown(methodology_markdown())
     return demo

@@ -427,32 +427,42 @@ def fit(
     overhead: Annotated[str, typer.Option(help="Memory the runtime needs besides weights and KV cache (Python, "
                                                "the engine, activations).")] = "1GiB",
     revision: Annotated[str | None, typer.Option(help="Hub revision.")] = None,
+    backend: Annotated[str | None, typer.Option(help="Add what this engine holds besides (vLLM: its share of a "
+                                                     "GPU, or its embedding copies on a CPU).")] = None,
+    device: Annotated[str, typer.Option(help="auto (a GPU if this machine has one), cpu, or cuda.")] = "auto",
 ) -> None:
     """What fits in memory: weights, KV cache per token, the longest context and how many sequences at once."""
     from smallbench import models, sizing
+    from smallbench.backends import memory_allowances
     from smallbench.hardware import hardware_info
 
     config = models.model_config(model, revision)
     if context is not None and context < 1:
         raise SmallbenchError(f"--context needs a positive integer, got {context}")
-    if memory is None:
-        hw = hardware_info()
-        gpu = hw.gpus[0] if hw.gpus else None
-        if gpu:
-            total, where = gpu.memory_total_bytes, gpu.name
-        else:
-            import psutil
-
-            total, where = psutil.virtual_memory().available, "this machine's available RAM"
-    else:
+    gpus = hardware_info().gpus if device != "cpu" else []
+    on_gpu = device not in ("auto", "cpu") or bool(gpus)
+    if memory is not None:
         total, where = sizing.parse_bytes(memory), memory
-    f = sizing.fit(config, total, quant, context, sizing.parse_bytes(overhead), kv_dtype,
+    elif on_gpu and gpus:
+        total, where = gpus[0].memory_total_bytes, gpus[0].name
+    elif on_gpu:
+        raise SmallbenchError(f"--device {device}: this machine has no GPU to read its memory from; give --memory")
+    else:
+        import psutil
+
+        total, where = psutil.virtual_memory().available, "this machine's available RAM"
+    runtime = sizing.parse_bytes(overhead)
+    allowances = memory_allowances(backend, config, quant, "cuda" if on_gpu else "cpu", total)
+    f = sizing.fit(config, total, quant, context, runtime + sum(allowances.values()), kv_dtype,
                    models.param_count(config)[0].total)
     gib = 2**30
     out = functools.partial(console.print, highlight=False, soft_wrap=True)
-    out(f"{model} as {quant} in {total / gib:.1f} GiB ({where}):")
+    on = f" on {backend} ({'GPU' if on_gpu else 'CPU'})" if backend else ""
+    out(f"{model} as {quant}{on} in {total / gib:.1f} GiB ({where}):")
     out(f"  weights       {f.weights / gib:8.2f} GiB")
-    out(f"  runtime       {f.overhead / gib:8.2f} GiB (--overhead)")
+    out(f"  runtime       {runtime / gib:8.2f} GiB (--overhead)")
+    for why, size in allowances.items():
+        out(f"  {backend:<13} {size / gib:8.2f} GiB ({why})")
     kv = f.kv
     parts = [f"{kv.per_token / 1024:.1f} KiB per token"]
     if kv.sliding_per_token:

@@ -332,18 +332,24 @@ def filter_table(df: pd.DataFrame, hardware: list[str] | None = None, backends: 
     return df[mask]
 
 
-def fits(memory_bytes: int, quant: str = "Q4_K_M", context: int = 4096, overhead: int = 2**30) -> pd.DataFrame:
-    """The sizing module's answer for every catalogued model at one memory budget."""
+def fits(memory_bytes: int, quant: str = "Q4_K_M", context: int = 4096, overhead: int = 2**30,
+         backend: str | None = None, device: str = "cuda") -> pd.DataFrame:  # fmt: skip
+    """The sizing module's answer for every catalogued model at one memory budget (plus what ``backend`` holds
+    besides on ``device``, as ``smallbench fit --backend`` adds it)."""
     from smallbench import models, sizing
+    from smallbench.backends import memory_allowances
 
     rows = []
     for name, e in models.catalogue().items():
         if e.role == "builtin":
             continue
-        f = sizing.fit(e.config, memory_bytes, quant, context, overhead, params=e.params_total)
+        extra = sum(memory_allowances(backend, e.config, quant, device, memory_bytes).values())
+        f = sizing.fit(e.config, memory_bytes, quant, context, overhead + extra, params=e.params_total)
         rows.append({
-            "model": name, "role": e.role, "params total (B)": (e.params_total or math.nan) / 1e9,
-            "weights (GiB)": f.weights / 2**30, "KV per token (KiB)": f.kv.per_token / 1024,
+            "model": name, "role": e.role, "params total (B)": round((e.params_total or math.nan) / 1e9, 3),
+            "weights (GiB)": round(f.weights / 2**30, 2), **({f"{backend} holds besides (GiB)":
+                                                             round(extra / 2**30, 2)} if backend else {}),
+            "KV per token (KiB)": f.kv.per_token / 1024,
             "fits": "yes" if f.fits else "no", "sequences at this context": f.sequences_at_context,
             "longest context (tokens)": f.longest_context,
         })  # fmt: skip

@@ -16,6 +16,7 @@ import os
 import pytest
 
 from smallbench import dummy, models, support
+from smallbench.backends import LoadedModelInfo, LoadSpec, get_backend_class
 from tests.conftest import require
 
 LIBRARY = {"transformers": ("transformers", "transformers"), "vllm": ("vllm", "vllm"),
@@ -42,9 +43,7 @@ def _requests(b) -> list[tuple[list[int], list[int]]]:
     return [(ids[:5], ids[5:9]), (ids[:3], ids[3:12]), (ids[:-6], ids[-6:])]
 
 
-def _run(backend: str, path) -> tuple[list[float], int, int | None]:
-    from smallbench.backends import LoadSpec, get_backend_class
-
+def _run(backend: str, path) -> tuple[list[float], int, LoadedModelInfo]:
     b = get_backend_class(backend)()
     try:
         # enforce_eager: vLLM skips torch.compile (about 25 s per architecture on 2 cores); same model code
@@ -52,7 +51,7 @@ def _run(backend: str, path) -> tuple[list[float], int, int | None]:
         info = b.load(LoadSpec(model_id="scaled", source=str(path), dtype="float32", device="cpu", options=opts))
         lls = [ll for ll, _ in b.loglikelihood(_requests(b))]
         n = len(b.stream(b.tokenize(TEXT), 6).token_ids)
-        return lls, n, info.kv_cache_bytes
+        return lls, n, info
     finally:
         b.close()
 
@@ -68,7 +67,7 @@ def test_architecture_on_backend(arch, backend, checkpoints, reference):
     require(*LIBRARY[backend])
     expected = support.MATRIX[arch][backend]
     try:
-        lls, n, kv_bytes = _run(backend, checkpoints[arch])
+        lls, n, info = _run(backend, checkpoints[arch])
     except Exception as exc:  # noqa: BLE001 - the outcome is compared with the table
         assert expected.startswith("no:"), f"{arch} on {backend} fails: {exc}; the support matrix says {expected!r}"
         assert expected.removeprefix("no:").strip() in str(exc)
@@ -77,7 +76,10 @@ def test_architecture_on_backend(arch, backend, checkpoints, reference):
     assert n == 6
     if backend == "vllm":  # the KV cache it reports is the space it was given (hybrids: blocks hold layer groups)
         space = float(os.environ["VLLM_CPU_KVCACHE_SPACE"]) * 2**30
-        assert 0.95 * space < kv_bytes <= space, (arch, kv_bytes / 2**30)
+        assert 0.95 * space < info.kv_cache_bytes <= space, (arch, info.kv_cache_bytes / 2**30)
+        # the embedding copies it measured are what `smallbench fit --backend vllm` adds by rule
+        rule = get_backend_class("vllm").memory_allowances(info.config, "float32", "cpu", 0)
+        assert info.weight_copies_bytes == sum(rule.values()), (arch, info.weight_copies_bytes, rule)
     agree = all(abs(a - b) <= TOLERANCE for a, b in zip(lls, reference[arch], strict=True))
     if expected == "ok":
         assert agree, f"{arch} on {backend}: {lls} vs Transformers {reference[arch]}"

@@ -58,6 +58,8 @@ OTHER = [
     (["report", "empty"], ["no result records"]),
     (["list", "nothing"], ["models, backends, suites"]),
     (["fit", "tiny-llama", "--memory", "12XB"], ["12XB"]),
+    (["fit", "tiny-llama", "--backend", "nosuch"], ["nosuch", "vllm"]),
+    (["fit", "tiny-llama", "--backend", "vllm", "--quant", "Q4_K_M"], ["vllm", "Q4_K_M", "bfloat16"]),
     (["models", "check", "nosuch"], ["nosuch"]),
 ]
 

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from smallbench import leaderboard as L
+from smallbench.errors import SmallbenchError
 from smallbench.metrics import MetricError, reference_markdown
 from smallbench.results import scan_records
 from smallbench.suites.base import SuiteResult
@@ -203,6 +204,14 @@ def test_what_fits_panel():
     row = df.set_index("model")
     assert row.loc["nemotron-3-nano-30b-a3b", "fits"] == "no"  # 31.6B in Q4_K_M is ~18 GiB
     assert row.loc["minicpm5-1b", "fits"] == "yes" and row.loc["minicpm5-1b", "sequences at this context"] > 1
+    on_vllm = L.fits(16 * 2**30, "bfloat16", 4096, backend="vllm", device="cpu").set_index("model")  # + embeddings
+    plain = L.fits(16 * 2**30, "bfloat16", 4096).set_index("model")
+    seqs = "sequences at this context"
+    assert (on_vllm[seqs] <= plain[seqs]).all()
+    assert on_vllm.loc["tiny-aya-global", seqs] < plain.loc["tiny-aya-global", seqs]
+    assert on_vllm.loc["tiny-aya-global", "vllm holds besides (GiB)"] == 1.0  # its tied embedding, packed once more
+    with pytest.raises(SmallbenchError, match="vllm"):  # vLLM takes no GGUF type
+        L.fits(16 * 2**30, "Q4_K_M", 4096, backend="vllm")
 
 
 # --- the app, served on 127.0.0.1 and driven by Debian's chromium + chromedriver ---------------------------------
@@ -307,6 +316,25 @@ def test_app_in_a_real_browser(served, browser, tmp_path):
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#plot-speed .js-plotly-plot .scatterlayer .trace"))
     assert "Pareto frontier" in browser.find_element(By.ID, "plot-speed").text
     browser.save_screenshot(str(out / "leaderboard-tradeoffs.png"))
+
+    # what fits: every catalogued model at the default budget (Q4_K_M); an engine that takes no GGUF type says so
+    # in one line, and answers once the weights type is one it loads
+    browser.find_element(By.XPATH, "//button[@role='tab' and contains(., 'What fits')]").click()
+    wait.until(lambda d: "tiny-aya-global" in d.find_element(By.ID, "fits").text)
+
+    def pick(elem_id: str, option: str) -> None:
+        browser.find_element(By.CSS_SELECTOR, f"#{elem_id} input").click()
+        wait.until(lambda d: d.find_elements(By.XPATH, f"//ul[@role='listbox']/li[contains(., '{option}')]"))
+        browser.find_element(By.XPATH, f"//ul[@role='listbox']/li[contains(., '{option}')]").click()
+
+    def error() -> str:
+        return browser.find_element(By.CSS_SELECTOR, "#w-err textarea").get_attribute("value")
+
+    pick("w-engine", "vllm on CPU")
+    wait.until(lambda d: "Q4_K_M" in error() and "vllm" in error())
+    pick("w-quant", "bfloat16")
+    wait.until(lambda d: error() == "" and "tiny-aya-global" in d.find_element(By.ID, "fits").text)
+    browser.save_screenshot(str(out / "leaderboard-fits.png"))
     assert browser.execute_script("return window.__pwned") is None
 
 

@@ -120,6 +120,26 @@ def test_fit_cli_says_why_mellum_does_not_fit(tmp_path):
     assert r.returncode == 2 and "cannot read 'lots' as a size" in r.stderr
 
 
+def test_fit_cli_adds_what_vllm_holds_besides(tmp_path):
+    """``--backend vllm``: on a CPU its packed embedding copies (the rule tests/test_architectures.py holds to what
+    vLLM's worker measures), on a GPU the share of memory it leaves free; both shrink what fits."""
+    cfg = models.entry("minicpm5-1b").config
+    args = ("fit", "minicpm5-1b", "--quant", "float32", "--memory", "16GiB", "--context", "4096")
+    plain = run_cli(*args, "--device", "cpu", cwd=tmp_path)
+    cpu = run_cli(*args, "--device", "cpu", "--backend", "vllm", cwd=tmp_path)
+    assert plain.returncode == cpu.returncode == 0, cpu.stderr
+    copies = 2 * 130560 * 1536 * 4  # untied: the input embedding and the output head, float32
+    assert f"vllm              {copies / 2**30:.2f} GiB" in cpu.stdout and "vllm" not in plain.stdout
+
+    def sequences(out: str) -> int:
+        return int(out.rsplit("at once", 1)[1].replace(",", ""))
+
+    f = sizing.fit(cfg, 16 * 2**30, "float32", 4096, overhead=2**30 + copies)
+    assert sequences(cpu.stdout) == f.sequences_at_context < sequences(plain.stdout)
+    gpu = run_cli(*args[:5], "80GB", "--backend", "vllm", "--device", "cuda", cwd=tmp_path)
+    assert gpu.returncode == 0 and f"{8e9 / 2**30:.2f} GiB (left free: gpu_memory_utilization 0.9)" in gpu.stdout
+
+
 def test_remote_code_models_are_refused_without_the_flag():
     with pytest.raises(SmallbenchError, match="--trust-remote-code"):
         models.resolve("minicpm4.1-8b", dummy=True)
