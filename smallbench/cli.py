@@ -245,7 +245,8 @@ def print_tables(records) -> None:
     speed = [r for r in records if r.suite not in ("accuracy", "parity") or r.status != "ok"]  # failed cells here
     out = wide_console()  # piped: whole rows, where 80 columns would cut the summary's last numbers off
     if speed:
-        out.print(summary_table(speed))
+        for table in summary_tables(speed, out):
+            out.print(table)
     for table in accuracy_tables(records):
         out.print(table)
     if any(r.suite == "parity" and r.status == "ok" for r in records):
@@ -291,27 +292,58 @@ def parity_table(records, reference: str | None = None) -> Table:
     return table
 
 
-def summary_table(records) -> Table:
+def summary_tables(records, console: Console) -> list[Table]:
     """The leaderboard's rows (model, weights, quant, backend, device, engine config, hardware, shape), columns and
-    rules (smallbench.leaderboard): medians, missing shown as —."""
+    rules (smallbench.leaderboard): medians, missing shown as —. One table where it fits ``console``; else, as
+    pandas prints a wide frame, several, each with the row names and as many measured columns as fit, headers a
+    word per line: a number is never cut."""
     from smallbench import leaderboard as L
 
     df = L.build(records).table
     cols = [L.TTFT, L.TPOT, L.DECODE, L.THROUGHPUT, L.PEAK, L.ROOFLINE]
     # shape and hardware only where rows differ in them (a folder of several runs), to keep one run's table narrow
     varying = [c for c in (L.SHAPE, "hardware") if not df.empty and df[c].nunique() > 1]
-    table = Table(title="smallbench summary (medians)", box=box.SIMPLE_HEAD)
-    for col in ("model", "backend", "device", *("shape" if c == L.SHAPE else c for c in varying), "status"):
-        table.add_column(col, no_wrap=True)
-    for col in cols:
-        table.add_column(col, justify="right", min_width=max(len(w) for w in col.split()))
+    names = ["model", "backend", "device", *("shape" if c == L.SHAPE else c for c in varying), "status"]
+    rows = []
     for _, row in df.iterrows():
         model = f"{row['model']} [{row['quant']}]" if row["quant"] else row["model"]
         status = "ok" if not row["failed"] else f"{row['failed']} failed"
         backend = f"{row['backend']} ({row['config']})" if row["config"] else row["backend"]
-        table.add_row(model, backend, row["device"] or "—", *(row[c] or "—" for c in varying), status,
-                      *("—" if math.isnan(row[c]) else f"{row[c]:,.{_digits(row[c])}f}" for c in cols))  # fmt: skip
-    return table
+        rows.append([model, backend, row["device"] or "—", *(row[c] or "—" for c in varying), status,
+                     *("—" if math.isnan(row[c]) else f"{row[c]:,.{_digits(row[c])}f}" for c in cols)])  # fmt: skip
+
+    def table(chosen: list[int], headers: str, wrap_names: bool = False) -> Table:
+        t = Table(title="smallbench summary (medians)", box=box.SIMPLE_HEAD, collapse_padding=headers == "words")
+        for name in names:
+            t.add_column(name, no_wrap=not wrap_names, overflow="fold")
+        for j in chosen:
+            col = cols[j]
+            head = {"line": col, "unit": col.replace(" (", "\n("), "words": col.replace(" ", "\n")}[headers]
+            t.add_column(head, justify="right", no_wrap=True)
+        for r in rows:
+            t.add_row(*r[: len(names)], *(r[len(names) + j] for j in chosen))
+        return t
+
+    unclamped = console.options.update_width(10**4)  # rich clamps a measurement to the width it is given
+
+    def fits(t: Table) -> bool:  # at its natural width: nothing wraps
+        return console.measure(t, options=unclamped).maximum <= console.width
+
+    everything = list(range(len(cols)))
+    for headers in ("line", "unit"):  # one line each; the unit under the name
+        if fits(whole := table(everything, headers)):
+            return [whole]
+    tables = []
+    while everything:
+        n = len(everything)
+        while n > 1 and not fits(table(everything[:n], "words")):
+            n -= 1
+        t = table(everything[:n], "words")
+        tables.append(t if fits(t) else table(everything[:n], "words", wrap_names=True))
+        everything = everything[n:]
+    for i, t in enumerate(tables, 1):
+        t.title += f" · {i} of {len(tables)}"
+    return tables
 
 
 def _digits(v: float) -> int:

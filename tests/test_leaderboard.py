@@ -403,8 +403,36 @@ def test_piped_summary_keeps_whole_rows(capsys):
         assert f"{rec.metric('decode_bandwidth_pct').stats.p50:.1f}" in out, out
 
 
+def test_a_narrow_terminal_gets_the_summary_in_parts_with_every_number_whole():
+    """As pandas prints a wide frame: the row names repeated, as many measured columns per table as fit."""
+    from rich.console import Console
+
+    from smallbench.cli import summary_tables
+
+    rng = random.Random(9)
+    recs = [record(suite, "minicpm5-1b", b, q, hardware(0), rng) for suite in ("latency", "throughput", "memory")
+            for b, q in (("vllm", ""), ("llama-cpp", "Q4_K_M"), ("transformers", ""), ("mlx", "4bit"))]  # fmt: skip
+    (wide,) = summary_tables(recs, Console(width=300))
+    cells = {c for col in wide.columns[4:] for c in col.cells}  # the numbers, past model, backend, device, status
+    assert len(cells) > 12 and "—" not in cells
+    buf = io.StringIO()
+    term = Console(width=80, file=buf, force_terminal=True, color_system=None)
+    parts = summary_tables(recs, term)
+    assert len(parts) > 1 and parts[0].title.endswith(f"1 of {len(parts)}")
+    for t in parts:
+        term.print(t)
+    out = buf.getvalue()
+    assert max(map(len, out.splitlines())) <= 80 and "…" not in out
+    assert all(c in out for c in cells), sorted(c for c in cells if c not in out)
+
+
 def test_report_summary_names_shape_and_hardware_where_rows_differ_in_them():
-    from smallbench.cli import summary_table
+    from rich.console import Console
+
+    from smallbench.cli import summary_tables
+
+    def summary_table(recs):
+        return summary_tables(recs, Console(width=300))[0]
 
     rng = random.Random(7)
     one = [record("latency", "minicpm5-1b", b, "", hardware(0), rng) for b in ("vllm", "llama-cpp")]
