@@ -45,18 +45,19 @@ def memory_allowances(name: str | None, config: dict[str, Any], kind: str, devic
 
 
 @cache
-def _config_defaults(name: str) -> dict[str, Any]:
+def _config_defaults(name: str, device: str) -> dict[str, Any]:
     try:
-        return dict(get_backend_class(name).config_flags)
+        return get_backend_class(name).config_defaults(device)
     except (SmallbenchError, ImportError):  # a record of a backend this install lacks, or no backend at all
         return {}
 
 
 def config_label(info: BackendInfo, cpu_cores: int | None = None) -> str:
-    """How a record's engine was set up beyond its backend's defaults (:attr:`Backend.config_flags`), e.g.
-    ``enforce_eager`` or ``threads=1``; "" for the defaults. On a CPU the thread count is a setting too, where it
-    is not the machine's ``cpu_cores`` (physical; every backend's default)."""
-    defaults = dict(_config_defaults(info.name))
+    """How a record's engine was set up beyond its backend's defaults on its device
+    (:meth:`Backend.config_defaults`), e.g. ``enforce_eager`` or ``threads=1``; "" for the defaults. On a CPU the
+    thread count is a setting too, where it is not the machine's ``cpu_cores`` (physical; every backend's
+    default)."""
+    defaults = dict(_config_defaults(info.name, info.device))
     if info.device == "cpu" and cpu_cores:
         defaults["threads"] = cpu_cores
     changed = {k: info.flags[k] for k, v in defaults.items() if k in info.flags and info.flags[k] != v}

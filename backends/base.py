@@ -108,6 +108,12 @@ class Backend(ABC):
     config_flags: ClassVar[dict[str, Any]] = {}
 
     @classmethod
+    def config_defaults(cls, device: str) -> dict[str, Any]:
+        """:attr:`config_flags` as they are by default on ``device`` (a record's ``backend.device``); a backend
+        whose default depends on the device (llama.cpp's GPU offload) says so here."""
+        return dict(cls.config_flags)
+
+    @classmethod
     def crash_hint(cls, options: dict[str, Any]) -> str | None:
         """What to try when a cell of this backend dies by a signal in native code (a segfault in the
         engine), given its ``LoadSpec.options``; it ends the cell's one-line reason."""

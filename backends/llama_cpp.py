@@ -237,6 +237,13 @@ class LlamaCppBackend(Backend):
     install_hint = "pip install 'smallbench[llama-cpp]' (builds llama.cpp; for CUDA/Metal see the README)"
     takes_quant = True
     config_flags = {"flash_attn": "auto", "extra_bufts_setting": "auto"}
+    ALL_LAYERS = 999  # n_gpu_layers that offloads every layer there is
+
+    @classmethod
+    def config_defaults(cls, device: str) -> dict[str, Any]:
+        """Offload: every layer on a GPU, none on a CPU; a partial offload (``--n-gpu-layers 20``) is a config
+        of its own."""
+        return {**cls.config_flags, "n_gpu_layers": 0 if device == "cpu" else cls.ALL_LAYERS}
 
     capabilities = Capabilities(
         streaming=True,
@@ -351,7 +358,8 @@ class LlamaCppBackend(Backend):
         gpu = ll.llama_supports_gpu_offload()
         if device == "cpu":
             return 0
-        layers = int(requested) if requested is not None else 999 if gpu else 0  # default: all that fit
+        layers = int(requested) if requested is not None else self.ALL_LAYERS if gpu else 0  # default: all
+        layers = self.ALL_LAYERS if layers < 0 else layers  # llama.cpp's -1: all, recorded as the default is
         if device != "auto" and not gpu:
             raise SmallbenchError(
                 f"device '{device}' requested but this llama-cpp-python build has no GPU offload; "

@@ -461,7 +461,7 @@ def fit(
     revision: Annotated[str | None, typer.Option(help="Hub revision.")] = None,
     backend: Annotated[str | None, typer.Option(help="Add what this engine holds besides (vLLM: its share of a "
                                                      "GPU, or its embedding copies on a CPU).")] = None,
-    device: Annotated[str, typer.Option(help="auto (a GPU if this machine has one), cpu, or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto (a GPU if this machine has one), cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """What fits in memory: weights, KV cache per token, the longest context and how many sequences at once."""
     from smallbench import models, sizing
@@ -473,12 +473,15 @@ def fit(
         raise SmallbenchError(f"--context needs a positive integer, got {context}")
     gpus = hardware_info().gpus if device != "cpu" else []
     on_gpu = device not in ("auto", "cpu") or bool(gpus)
+    n = device.partition(":")[2]
+    index = int(n) if n.isdigit() else 0  # cuda:N
     if memory is not None:
         total, where = sizing.parse_bytes(memory), memory
-    elif on_gpu and gpus:
-        total, where = gpus[0].memory_total_bytes, gpus[0].name
+    elif on_gpu and index < len(gpus):
+        total, where = gpus[index].memory_total_bytes, gpus[index].name
     elif on_gpu:
-        raise SmallbenchError(f"--device {device}: this machine has no GPU to read its memory from; give --memory")
+        raise SmallbenchError(f"--device {device}: this machine has no such GPU to read its memory from; give "
+                              "--memory")
     else:
         import psutil
 

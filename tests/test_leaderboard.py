@@ -98,8 +98,14 @@ def test_engine_settings_and_devices_never_share_a_row_and_accuracy_joins_each()
     on_gpu.backend.device, on_gpu.backend.flags = "cuda", {"threads": 1}  # threads mean nothing off the CPU
     odd = record("latency", "m", "no-such-backend", "", cpu, rng)
     odd.backend.flags = {"enforce_eager": True}
-    df = _rows(eager, compiled, acc, one_thread, on_gpu, odd).set_index(["backend", "device", "config"])
-    assert sorted(df.index) == [("no-such-backend", "cpu", ""), ("transformers", "cpu", "threads=1"),
+    # llama.cpp offloads every layer to a GPU by default and none on a CPU: a partial offload is a config of its own
+    offload = [record("latency", "minicpm5-1b", "llama-cpp", "Q4_K_M", cpu, rng) for _ in range(3)]
+    for rec, device, layers in zip(offload, ("cuda", "cuda", "cpu"), (999, 20, 0), strict=True):
+        rec.backend.device, rec.backend.flags = device, {"n_gpu_layers": layers}
+    df = _rows(eager, compiled, acc, one_thread, on_gpu, odd, *offload).set_index(["backend", "device", "config"])
+    assert sorted(df.index) == [("llama-cpp", "cpu", ""), ("llama-cpp", "cuda", ""),
+                                ("llama-cpp", "cuda", "n_gpu_layers=20"),
+                                ("no-such-backend", "cpu", ""), ("transformers", "cpu", "threads=1"),
                                 ("transformers", "cuda", ""), ("vllm", "cpu", ""),
                                 ("vllm", "cpu", "enforce_eager")]  # fmt: skip
     for config, rec in (("", compiled), ("enforce_eager", eager)):
