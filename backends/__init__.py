@@ -8,6 +8,7 @@ from typing import Any
 
 from smallbench.backends.base import Backend, BackendInfo, Capabilities, LoadedModelInfo, LoadSpec
 from smallbench.errors import SmallbenchError
+from smallbench.sizing import DTYPE_BYTES
 
 _REGISTRY: dict[str, str] = {
     "transformers": "smallbench.backends.transformers:TransformersBackend",
@@ -36,8 +37,6 @@ def memory_allowances(name: str | None, config: dict[str, Any], kind: str, devic
     if not name:
         return {}
     cls = get_backend_class(name)
-    from smallbench.sizing import DTYPE_BYTES
-
     if not cls.takes_quant and kind not in DTYPE_BYTES:
         raise SmallbenchError(f"backend '{name}' loads a checkpoint in its own float type, not as {kind}; give one "
                               f"of {', '.join(DTYPE_BYTES)}")  # fmt: skip
