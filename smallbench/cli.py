@@ -250,7 +250,8 @@ def print_tables(records) -> None:
     for table in accuracy_tables(records):
         out.print(table)
     if any(r.suite == "parity" and r.status == "ok" for r in records):
-        out.print(parity_table(records))
+        for table in parity_tables(records, out):
+            out.print(table)
     for line in slowdown_warnings(records):
         err_console.print(Text("warning:", style="yellow"), line)
 
@@ -269,34 +270,30 @@ def slowdown_warnings(records) -> list[str]:
     return out
 
 
-def parity_table(records, reference: str | None = None) -> Table:
+def parity_tables(records, console: Console, reference: str | None = None) -> list[Table]:
     """Every backend and quantization against the reference backend for the same weights (smallbench.parity)."""
     from smallbench import parity
 
     backends = [r.backend.name for r in records if r.suite == "parity" and r.status == "ok"]
     reference = reference or ("transformers" if "transformers" in backends else backends[0])
     df = parity.table(records, reference)
-    table = Table(title=f"parity against {reference} (same weights, probe set {parity.PROBE_HASH})",
-                  box=box.SIMPLE_HEAD)  # fmt: skip
-    cols = ["model", "backend", "device", "quant", "reference", "max |Δ loglik|", "mean |Δ loglik|", "greedy prefix",
-            "tokenizer", "within tolerance", "accuracy Δ"]  # fmt: skip
-    for col in cols:
-        table.add_column(col, no_wrap=col != "accuracy Δ")
+    names = ["model", "backend", "device", "quant", "reference"]
+    cols = {"max |Δ loglik|": {}, "mean |Δ loglik|": {}, "greedy prefix": {}, "tokenizer": {},
+            "within tolerance": {}, "accuracy Δ": {"no_wrap": False}}  # fmt: skip
+    rows = []
     for _, row in df.iterrows():
         ok = row["within tolerance"]
         verdict = Text("yes" if ok else f"no (≥ {parity.TOLERANCE:g}: drift)", style="green" if ok else "yellow")
-        cells = {c: Text(f"{row[c]:.2e}" if "Δ loglik" in c else str(row[c])) for c in cols}
-        table.add_row(*{**cells, "within tolerance": verdict}.values())
-    if df.empty:
-        table.caption = f"no parity record to compare with a {reference} one of the same weights and settings"
-    return table
+        cells = {c: Text(f"{row[c]:.2e}" if "Δ loglik" in c else str(row[c])) for c in [*names, *cols]}
+        rows.append(list({**cells, "within tolerance": verdict}.values()))
+    caption = f"no parity record to compare with a {reference} one of the same weights and settings"
+    return split_tables(console, f"parity against {reference} (same weights, probe set {parity.PROBE_HASH})",
+                        names, cols, rows, caption=None if rows else caption)  # fmt: skip
 
 
 def summary_tables(records, console: Console) -> list[Table]:
     """The leaderboard's rows (model, weights, quant, backend, device, engine config, hardware, shape), columns and
-    rules (smallbench.leaderboard): medians, missing shown as —. One table where it fits ``console``; else, as
-    pandas prints a wide frame, several, each with the row names and as many measured columns as fit, headers a
-    word per line: a number is never cut."""
+    rules (smallbench.leaderboard): medians, missing shown as —."""
     from smallbench import leaderboard as L
 
     df = L.build(records).table
@@ -311,15 +308,24 @@ def summary_tables(records, console: Console) -> list[Table]:
         backend = f"{row['backend']} ({row['config']})" if row["config"] else row["backend"]
         rows.append([model, backend, row["device"] or "—", *(row[c] or "—" for c in varying), status,
                      *("—" if math.isnan(row[c]) else f"{row[c]:,.{_digits(row[c])}f}" for c in cols)])  # fmt: skip
+    return split_tables(console, "smallbench summary (medians)", names, dict.fromkeys(cols, {"justify": "right"}), rows)
+
+
+def split_tables(console: Console, title: str, names: list[str], cols: dict[str, dict], rows: list[list],
+                 caption: str | None = None) -> list[Table]:  # fmt: skip
+    """One table of ``rows`` (cells of the ``names`` columns, then of ``cols``: header → rich column options) where
+    it fits ``console``, else the unit under each header; narrower still, as pandas prints a wide frame, several
+    tables, each with the ``names`` columns and as many of ``cols`` as fit, headers a word per line. A cell of
+    ``cols`` is never cut."""
 
     def table(chosen: list[int], headers: str, wrap_names: bool = False) -> Table:
-        t = Table(title="smallbench summary (medians)", box=box.SIMPLE_HEAD, collapse_padding=headers == "words")
+        t = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, collapse_padding=headers == "words")
         for name in names:
             t.add_column(name, no_wrap=not wrap_names, overflow="fold")
         for j in chosen:
-            col = cols[j]
+            col = list(cols)[j]
             head = {"line": col, "unit": col.replace(" (", "\n("), "words": col.replace(" ", "\n")}[headers]
-            t.add_column(head, justify="right", no_wrap=True)
+            t.add_column(head, **{"no_wrap": True, **cols[col]})
         for r in rows:
             t.add_row(*r[: len(names)], *(r[len(names) + j] for j in chosen))
         return t
@@ -329,20 +335,20 @@ def summary_tables(records, console: Console) -> list[Table]:
     def fits(t: Table) -> bool:  # at its natural width: nothing wraps
         return console.measure(t, options=unclamped).maximum <= console.width
 
-    everything = list(range(len(cols)))
-    for headers in ("line", "unit"):  # one line each; the unit under the name
-        if fits(whole := table(everything, headers)):
+    left = list(range(len(cols)))
+    for headers in ("line", "unit"):
+        if fits(whole := table(left, headers)):
             return [whole]
     tables = []
-    while everything:
-        n = len(everything)
-        while n > 1 and not fits(table(everything[:n], "words")):
+    while left:
+        n = len(left)
+        while n > 1 and not fits(table(left[:n], "words")):
             n -= 1
-        t = table(everything[:n], "words")
-        tables.append(t if fits(t) else table(everything[:n], "words", wrap_names=True))
-        everything = everything[n:]
+        t = table(left[:n], "words")
+        tables.append(t if fits(t) else table(left[:n], "words", wrap_names=True))
+        left = left[n:]
     for i, t in enumerate(tables, 1):
-        t.title += f" · {i} of {len(tables)}"
+        t.title = f"{title} · {i} of {len(tables)}"
     return tables
 
 
@@ -560,7 +566,9 @@ def report(
         raise SmallbenchError(f"no parity records under '{path}': run smallbench run --suite parity first")
     if fmt == "table":
         if parity:
-            wide_console().print(parity_table(records, reference))
+            out = wide_console()
+            for table in parity_tables(records, out, reference):
+                out.print(table)
         else:
             print_tables(records)
         return
