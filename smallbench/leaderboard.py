@@ -349,7 +349,8 @@ def fits(memory_bytes: int, quant: str = "Q4_K_M", context: int = 4096, overhead
             "model": name, "role": e.role, "params total (B)": round((e.params_total or math.nan) / 1e9, 3),
             "weights (GiB)": round(f.weights / 2**30, 2), **({f"{backend} holds besides (GiB)":
                                                              round(extra / 2**30, 2)} if backend else {}),
-            "KV per token (KiB)": f.kv.per_token / 1024,
+            "KV per token (KiB)": f.kv.per_token / 1024,  # full-attention layers; the next column has them all
+            "KV per sequence at this context (MiB)": round(f.kv.bytes(f.context) / 2**20, 1),
             "fits": "yes" if f.fits else "no", "sequences at this context": f.sequences_at_context,
             "longest context (tokens)": f.longest_context,
         })  # fmt: skip

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from smallbench import leaderboard as L
+from smallbench import models, sizing
 from smallbench.errors import SmallbenchError
 from smallbench.metrics import MetricError, reference_markdown
 from smallbench.results import scan_records
@@ -210,6 +211,11 @@ def test_what_fits_panel():
     row = df.set_index("model")
     assert row.loc["nemotron-3-nano-30b-a3b", "fits"] == "no"  # 31.6B in Q4_K_M is ~18 GiB
     assert row.loc["minicpm5-1b", "fits"] == "yes" and row.loc["minicpm5-1b", "sequences at this context"] > 1
+    # Gemma 3: per token counts its full-attention layers; a sequence also holds its sliding layers' 512-token window
+    kv = sizing.kv_size(models.entry("gemma-3-1b").config, "float16")
+    assert kv.window == 512 and kv.sliding_per_token > 0
+    want = (kv.per_token * 4096 + kv.sliding_per_token * 512) / 2**20
+    assert row.loc["gemma-3-1b", "KV per sequence at this context (MiB)"] == pytest.approx(want, abs=0.05)
     on_vllm = L.fits(16 * 2**30, "bfloat16", 4096, backend="vllm", device="cpu").set_index("model")  # + embeddings
     plain = L.fits(16 * 2**30, "bfloat16", 4096).set_index("model")
     seqs = "sequences at this context"
