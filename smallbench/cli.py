@@ -298,17 +298,22 @@ def summary_tables(records, console: Console) -> list[Table]:
 
     df = L.build(records).table
     cols = [L.TTFT, L.TPOT, L.DECODE, L.THROUGHPUT, L.PEAK, L.ROOFLINE]
-    # shape and hardware only where rows differ in them (a folder of several runs), to keep one run's table narrow
-    varying = [c for c in (L.SHAPE, "hardware") if not df.empty and df[c].nunique() > 1]
-    names = ["model", "backend", "device", *("shape" if c == L.SHAPE else c for c in varying), "status"]
+    # device, shape and hardware are columns only where rows differ in them (a folder of several runs), status only
+    # where a cell failed: one run's table stays narrow, and the title says the device and shape its rows share
+    labels = {"device": "device", L.SHAPE: "shape", "hardware": "hardware"}
+    varying = [c for c in labels if not df.empty and df[c].nunique() > 1]
+    shared = [str(df[c].iloc[0]) for c in ("device", L.SHAPE) if c not in varying and not df.empty and df[c].iloc[0]]
+    failed = bool(not df.empty and df["failed"].astype(bool).any())
+    names = ["model", "backend", *(labels[c] for c in varying), *(["status"] if failed else [])]
     rows = []
     for _, row in df.iterrows():
         model = f"{row['model']} [{row['quant']}]" if row["quant"] else row["model"]
-        status = "ok" if not row["failed"] else f"{row['failed']} failed"
+        status = ["ok" if not row["failed"] else f"{row['failed']} failed"] if failed else []
         backend = f"{row['backend']} ({row['config']})" if row["config"] else row["backend"]
-        rows.append([model, backend, row["device"] or "—", *(row[c] or "—" for c in varying), status,
+        rows.append([model, backend, *(row[c] or "—" for c in varying), *status,
                      *("—" if math.isnan(row[c]) else f"{row[c]:,.{_digits(row[c])}f}" for c in cols)])  # fmt: skip
-    return split_tables(console, "smallbench summary (medians)", names, dict.fromkeys(cols, {"justify": "right"}), rows)
+    title = f"smallbench summary (medians{''.join(f', {x}' for x in shared)})"
+    return split_tables(console, title, names, dict.fromkeys(cols, {"justify": "right"}), rows)
 
 
 def split_tables(console: Console, title: str, names: list[str], cols: dict[str, dict], rows: list[list],

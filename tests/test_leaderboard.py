@@ -425,7 +425,8 @@ def test_a_narrow_terminal_gets_the_summary_in_parts_with_every_number_whole():
     recs = [record(suite, "minicpm5-1b", b, q, hardware(0), rng) for suite in ("latency", "throughput", "memory")
             for b, q in (("vllm", ""), ("llama-cpp", "Q4_K_M"), ("transformers", ""), ("mlx", "4bit"))]  # fmt: skip
     (wide,) = summary_tables(recs, Console(width=300))
-    cells = {c for col in wide.columns[4:] for c in col.cells}  # the numbers, past model, backend, device, status
+    assert [c.header for c in wide.columns][:3] == ["model", "backend", L.TTFT]
+    cells = {c for col in wide.columns[2:] for c in col.cells}  # the numbers
     assert len(cells) > 12 and "—" not in cells
     buf = io.StringIO()
     term = Console(width=80, file=buf, force_terminal=True, color_system=None)
@@ -448,8 +449,11 @@ def test_report_summary_names_shape_and_hardware_where_rows_differ_in_them():
 
     rng = random.Random(7)
     one = [record("latency", "minicpm5-1b", b, "", hardware(0), rng) for b in ("vllm", "llama-cpp")]
-    assert [c.header for c in summary_table(one).columns][:4] == ["model", "backend", "device", "status"]
+    table = summary_table(one)  # what its rows share is in the title; no status column while nothing failed
+    assert [c.header for c in table.columns][:3] == ["model", "backend", L.TTFT] and "cpu, 128→32" in table.title
     two = [*one, record("latency", "minicpm5-1b", "vllm", "", hardware(1), rng, prompt=512)]
+    two[1].status, two[1].error = "failed", "RuntimeError: out of memory"
     table = summary_table(two)
-    assert [c.header for c in table.columns][:6] == ["model", "backend", "device", "shape", "hardware", "status"]
-    assert sorted(table.columns[3].cells) == ["128→32", "128→32", "512→32"]
+    assert [c.header for c in table.columns][:5] == ["model", "backend", "shape", "hardware", "status"]
+    assert sorted(table.columns[2].cells) == ["128→32", "128→32", "512→32"]
+    assert sorted(table.columns[4].cells) == ["1 failed", "ok", "ok"]
