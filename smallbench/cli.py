@@ -323,12 +323,14 @@ def split_tables(console: Console, title: str, names: list[str], cols: dict[str,
     tables, each with the ``names`` columns and as many of ``cols`` as fit, headers a word per line. A cell of
     ``cols`` is never cut."""
 
+    keys = list(cols)
+
     def table(chosen: list[int], headers: str, wrap_names: bool = False) -> Table:
         t = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, collapse_padding=headers == "words")
         for name in names:
             t.add_column(name, no_wrap=not wrap_names, overflow="fold")
         for j in chosen:
-            col = list(cols)[j]
+            col = keys[j]
             head = {"line": col, "unit": col.replace(" (", "\n("), "words": col.replace(" ", "\n")}[headers]
             t.add_column(head, **{"no_wrap": True, **cols[col]})
         for r in rows:
@@ -340,7 +342,7 @@ def split_tables(console: Console, title: str, names: list[str], cols: dict[str,
     def fits(t: Table) -> bool:  # at its natural width: nothing wraps
         return console.measure(t, options=unclamped).maximum <= console.width
 
-    left = list(range(len(cols)))
+    left = list(range(len(keys)))
     for headers in ("line", "unit"):
         if fits(whole := table(left, headers)):
             return [whole]
