@@ -139,6 +139,14 @@ class Backend(ABC):
         return {}
 
     @classmethod
+    def partial_fit(cls, config: dict[str, Any], kind: str, device: str, memory: int, context: int,
+                    overhead: int) -> str | None:  # fmt: skip
+        """For ``smallbench fit``, when the whole model does not fit in ``memory`` on ``device``: what this engine
+        can still run there, in one line (llama.cpp: how many layers to offload); None where it has no such
+        setting."""
+        return None
+
+    @classmethod
     def root_cause(cls, error: str, log: str) -> str | None:
         """A failed cell's one line when ``error`` only wraps the real cause (an engine process's error that the
         library re-raises as a generic one), found in the cell's ``log``; None to keep ``error``."""

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from smallbench import sizing
 from smallbench.backends.base import (
     Backend,
     BackendInfo,
@@ -238,6 +239,19 @@ class LlamaCppBackend(Backend):
     takes_quant = True
     config_flags = {"flash_attn": "auto", "extra_bufts_setting": "auto"}
     ALL_LAYERS = 999  # n_gpu_layers that offloads every layer there is
+
+    @classmethod
+    def partial_fit(cls, config: dict[str, Any], kind: str, device: str, memory: int, context: int,
+                    overhead: int) -> str | None:  # fmt: skip
+        """How many layers to offload to a GPU that cannot hold them all (``smallbench.sizing.offload_layers``)."""
+        if device == "cpu":
+            return None
+        n = len(sizing.arch(config).layers)
+        k = min(sizing.offload_layers(config, memory, kind, context, overhead), n)
+        if k == 0:
+            return "llama.cpp: not one layer fits on the GPU; it runs on the CPU (--n-gpu-layers 0)"
+        return (f"llama.cpp: --n-gpu-layers {k} puts {k} of {n} layers on the GPU with their KV cache; the other "
+                f"{n - k}, the input embedding and the output head run on the CPU")
 
     @classmethod
     def config_defaults(cls, device: str) -> dict[str, Any]:

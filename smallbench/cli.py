@@ -478,7 +478,7 @@ def fit(
 ) -> None:
     """What fits in memory: weights, KV cache per token, the longest context and how many sequences at once."""
     from smallbench import models, sizing
-    from smallbench.backends import memory_allowances
+    from smallbench.backends import get_backend_class, memory_allowances
     from smallbench.hardware import hardware_info
 
     config = models.model_config(model, revision)
@@ -518,15 +518,20 @@ def fit(
     if kv.state_per_sequence:
         parts.append(f"+ {kv.state_per_sequence / 2**20:.1f} MiB SSM state per sequence")
     out(f"  KV cache      {' '.join(parts)}")
+    partial = get_backend_class(backend).partial_fit if backend else None  # e.g. llama.cpp's layer offload
     if f.longest_context == 0:
         need = f.weights + f.overhead + f.kv.bytes(1)
+        smaller = " (e.g. Q4_K_M)" if sizing.bits_per_weight(quant) > sizing.QUANT_BITS["Q4_K_M"] else ""
         out(f"  does NOT fit: weights + runtime need {need / gib:.2f} GiB, {(need - total) / gib:.2f} GiB more than "
-            f"{total / gib:.1f} GiB; try a smaller --quant (e.g. Q4_K_M) or more memory")
-        raise typer.Exit(1)
-    out(f"  longest single sequence         {f.longest_context:,} tokens (model maximum {f.max_context:,})")
+            f"{total / gib:.1f} GiB; try a smaller --quant{smaller} or more memory")
+    else:
+        out(f"  longest single sequence         {f.longest_context:,} tokens (model maximum {f.max_context:,})")
     if not f.fits:
-        out(f"  does NOT fit one sequence of {f.context:,} tokens (--context); the longest that fits is "
-            f"{f.longest_context:,}")
+        if f.longest_context:
+            out(f"  does NOT fit one sequence of {f.context:,} tokens (--context); the longest that fits is "
+                f"{f.longest_context:,}")
+        if partial and (line := partial(config, quant, "cuda" if on_gpu else "cpu", total, f.context, f.overhead)):
+            out(f"  {line}")
         raise typer.Exit(1)
     out(f"  sequences of {f.context:,} tokens at once  {f.sequences_at_context:,}")
 

@@ -201,23 +201,32 @@ def _mamba_params(a: Arch) -> int:
     return in_proj + conv + 3 * a.mamba_heads + inner + inner * a.hidden + a.hidden * a.extra["proj_bias"]
 
 
+def _layer_params(a: Arch, layer: Layer) -> tuple[int, int]:
+    """One layer's parameters: those every token uses, and its routed experts (0 for a dense layer)."""
+    n = (_NORMS_PER_LAYER.get(a.model_type, 2) if a.model_type != "nemotron_h" else 1) * a.hidden
+    n += {"attention": _attention_params, "sliding": _attention_params, "mamba": _mamba_params,
+          "none": lambda _: 0}[layer.mixer](a)  # fmt: skip
+    if layer.ffn == "dense":
+        return n + _mlp_params(a, a.intermediate), 0
+    if layer.ffn == "moe":  # router + shared experts; the routed ones apart
+        shared = a.shared_experts * _mlp_params(a, a.shared_intermediate)
+        return n + a.experts * a.hidden + shared, a.experts * _mlp_params(a, a.moe_intermediate)
+    return n, 0
+
+
+def layer_params(config: dict[str, Any]) -> list[int]:
+    """Parameters of each layer (every expert counted), in order: what one layer costs where it is placed."""
+    a = arch(config)
+    return [sum(_layer_params(a, layer)) for layer in a.layers]
+
+
 def count_params(config: dict[str, Any]) -> ParamCount:
     """Total and active parameters of the architecture a config.json describes."""
     a = arch(config)
     embedding = a.vocab * a.hidden * (1 if a.tied else 2)
     total = active = embedding + a.hidden  # + the final norm
-    norms = _NORMS_PER_LAYER.get(a.model_type, 2) if a.model_type != "nemotron_h" else 1
-    expert = _mlp_params(a, a.moe_intermediate)
     for layer in a.layers:
-        n = norms * a.hidden
-        n += {"attention": _attention_params, "sliding": _attention_params, "mamba": _mamba_params,
-              "none": lambda _: 0}[layer.mixer](a)  # fmt: skip
-        routed = 0
-        if layer.ffn == "dense":
-            n += _mlp_params(a, a.intermediate)
-        elif layer.ffn == "moe":
-            n += a.experts * a.hidden + a.shared_experts * _mlp_params(a, a.shared_intermediate)  # router + shared
-            routed = a.experts * expert
+        n, routed = _layer_params(a, layer)
         total += n + routed
         active += n + (routed // a.experts * a.top_k if routed else 0)
     return ParamCount(total=total, active=active, embedding=embedding)
@@ -240,15 +249,38 @@ class KVSize:
         return sequences * (held + self.state_per_sequence)
 
 
-def kv_size(config: dict[str, Any], dtype: str = "bfloat16", state_dtype: str = "float32") -> KVSize:
-    """The KV cache of one sequence (K and V in ``dtype``; Mamba conv + SSM state in ``state_dtype``)."""
-    a = arch(config)
-    per_layer = 2 * a.kv_heads * a.head_dim * DTYPE_BYTES[dtype]
+def _kv_per_layer(a: Arch, dtype: str, state_dtype: str) -> tuple[float, float]:
+    """An attention layer's K and V bytes per token, and a Mamba layer's conv + SSM state bytes per sequence."""
     inner = a.mamba_heads * a.mamba_head_dim
     conv_state = (inner + 2 * a.mamba_groups * a.mamba_state) * (a.mamba_conv - 1) * DTYPE_BYTES[dtype]
     ssm_state = inner * a.mamba_state * DTYPE_BYTES[state_dtype]
+    return 2 * a.kv_heads * a.head_dim * DTYPE_BYTES[dtype], conv_state + ssm_state
+
+
+def kv_size(config: dict[str, Any], dtype: str = "bfloat16", state_dtype: str = "float32") -> KVSize:
+    """The KV cache of one sequence (K and V in ``dtype``; Mamba conv + SSM state in ``state_dtype``)."""
+    a = arch(config)
+    per_layer, state = _kv_per_layer(a, dtype, state_dtype)
     return KVSize(per_token=int(a.n_attention * per_layer), sliding_per_token=int(a.n_sliding * per_layer),
-                  window=a.window, state_per_sequence=int(a.n_mamba * (conv_state + ssm_state)))  # fmt: skip
+                  window=a.window, state_per_sequence=int(a.n_mamba * state))  # fmt: skip
+
+
+def offload_layers(config: dict[str, Any], memory: int, kind: str, context: int, overhead: int = 0,
+                   kv_dtype: str = "float16") -> int:  # fmt: skip
+    """llama.cpp's partial GPU offload: how many layers (its ``n_gpu_layers``) fit in ``memory`` with their KV cache
+    for one sequence of ``context`` tokens, placed as llama.cpp places them: from the last layer down, the input
+    embedding always on the CPU, the output head (norm + projection; a tied one is copied there) only once every
+    layer is on the GPU, which counts as one layer more."""
+    a = arch(config)
+    per_layer, state = _kv_per_layer(a, kv_dtype, "float32")
+    held = {"attention": context, "sliding": min(context, a.window or context)}
+    free, placed = memory - overhead, 0
+    for layer, params in zip(reversed(a.layers), reversed(layer_params(config)), strict=True):
+        need = weights_bytes(params, kind) + (state if layer.mixer == "mamba" else per_layer * held.get(layer.mixer, 0))
+        if need > free:
+            return placed
+        free, placed = free - need, placed + 1
+    return placed + (weights_bytes(a.vocab * a.hidden + a.hidden, kind) <= free)
 
 
 def weights_bytes(params: int, kind: str) -> int:

@@ -87,6 +87,34 @@ def test_architecture_on_backend(arch, backend, checkpoints, reference):
         assert not agree, f"{arch} on {backend} now agrees with Transformers; the support matrix says {expected!r}"
 
 
+@pytest.mark.parametrize("arch", list(support.MATRIX))
+def test_layer_sizes_are_what_llama_cpp_stores(arch, checkpoints):
+    """``smallbench fit --backend llama-cpp`` places layers on a GPU by their size: each layer's parameters
+    (``sizing.layer_params``) are the elements of its ``blk.N`` tensors in llama.cpp's GGUF of the same checkpoint
+    (a MoE router's score-correction bias, a buffer in Transformers, is a tensor there: one per expert)."""
+    require("llama_cpp", "llama-cpp")
+    import json
+    import re
+    from collections import Counter
+
+    import gguf
+
+    from smallbench import sizing
+    from smallbench.backends.llama_cpp import resolve_gguf
+
+    path = checkpoints[arch]
+    config = json.loads((path / "config.json").read_text())
+    spec = LoadSpec(model_id="scaled", source=str(path), dtype="float32", device="cpu")
+    stored: Counter[int] = Counter()
+    for t in gguf.GGUFReader(str(resolve_gguf(spec, "F32"))).tensors:
+        if m := re.match(r"blk\.(\d+)\.", t.name):
+            stored[int(m[1])] += int(t.n_elements)
+    a, counted = sizing.arch(config), sizing.layer_params(config)
+    assert len(stored) == len(counted) == len(a.layers)
+    for i, n in enumerate(counted):
+        assert 0 <= stored[i] - n <= (a.experts if a.layers[i].ffn == "moe" else 0), (arch, i, stored[i], n)
+
+
 def test_readme_has_the_support_matrix():
     from pathlib import Path
 

@@ -140,6 +140,27 @@ def test_fit_cli_adds_what_vllm_holds_besides(tmp_path):
     assert gpu.returncode == 0 and f"{8e9 / 2**30:.2f} GiB (left free: gpu_memory_utilization 0.9)" in gpu.stdout
 
 
+def test_offload_places_layers_from_the_last_as_llama_cpp_does(tmp_path):
+    """llama.cpp's ``n_gpu_layers``: layers from the last down with their KV cache, then the output head, which
+    counts as one layer more (tests/test_architectures.py holds the layer sizes to llama.cpp's GGUF)."""
+    cfg = models.entry("minicpm5-1b").config  # 24 equal full-attention layers, untied head
+    layer = sizing.weights_bytes(sizing.layer_params(cfg)[-1], "Q4_K_M")
+    kv = sizing.kv_size(cfg, "float16").per_token // 24 * 4096  # one layer's K and V at 4,096 tokens
+
+    def offload(memory: int) -> int:
+        return sizing.offload_layers(cfg, 2**30 + memory, "Q4_K_M", 4096, overhead=2**30)
+
+    assert offload(5 * (layer + kv)) == 5 and offload(5 * (layer + kv) - 1) == 4
+    head = sizing.weights_bytes(130560 * 1536 + 1536, "Q4_K_M")
+    assert offload(24 * (layer + kv) + head) == 25 and offload(24 * (layer + kv) + head - 1) == 24
+    r = run_cli("fit", "mellum2-12b-a2.5b", "--backend", "llama-cpp", "--device", "cuda", "--memory", "8GB",
+                "--quant", "Q4_K_M", "--context", "4096", cwd=tmp_path)  # fmt: skip
+    mellum = models.entry("mellum2-12b-a2.5b").config
+    k = sizing.offload_layers(mellum, 8 * 10**9, "Q4_K_M", 4096, overhead=2**30)
+    assert r.returncode == 1 and 0 < k < 28 and f"--n-gpu-layers {k} puts {k} of 28 layers on the GPU" in r.stdout
+    assert "n-gpu-layers" not in run_cli("fit", "mellum2-12b-a2.5b", "--memory", "8GB", cwd=tmp_path).stdout
+
+
 def test_remote_code_models_are_refused_without_the_flag():
     with pytest.raises(SmallbenchError, match="--trust-remote-code"):
         models.resolve("minicpm4.1-8b", dummy=True)
