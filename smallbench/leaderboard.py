@@ -335,10 +335,12 @@ def filter_table(df: pd.DataFrame, hardware: list[str] | None = None, backends: 
 def fits(memory_bytes: int, quant: str = "Q4_K_M", context: int = 4096, overhead: int = 2**30,
          backend: str | None = None, device: str = "cuda") -> pd.DataFrame:  # fmt: skip
     """The sizing module's answer for every catalogued model at one memory budget (plus what ``backend`` holds
-    besides on ``device``, as ``smallbench fit --backend`` adds it)."""
+    besides on ``device``, and what it can still run where a model does not fit, as ``smallbench fit --backend``
+    says)."""
     from smallbench import models, sizing
-    from smallbench.backends import memory_allowances
+    from smallbench.backends import get_backend_class, memory_allowances
 
+    partial = get_backend_class(backend).partial_fit if backend else None
     rows = []
     for name, e in models.catalogue().items():
         if e.role == "builtin":
@@ -354,4 +356,7 @@ def fits(memory_bytes: int, quant: str = "Q4_K_M", context: int = 4096, overhead
             "fits": "yes" if f.fits else "no", "sequences at this context": f.sequences_at_context,
             "longest context (tokens)": f.longest_context,
         })  # fmt: skip
+        if partial:
+            line = None if f.fits else partial(e.config, quant, device, memory_bytes, f.context, f.overhead)
+            rows[-1][f"{backend} when it does not fit"] = line or ""
     return pd.DataFrame(rows)

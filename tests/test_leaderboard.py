@@ -222,6 +222,10 @@ def test_what_fits_panel():
     assert (on_vllm[seqs] <= plain[seqs]).all()
     assert on_vllm.loc["tiny-aya-global", seqs] < plain.loc["tiny-aya-global", seqs]
     assert on_vllm.loc["tiny-aya-global", "vllm holds besides (GiB)"] == 1.0  # its tied embedding, packed once more
+    offload = L.fits(8 * 10**9, "Q4_K_M", 4096, backend="llama-cpp", device="cuda").set_index("model")
+    k = sizing.offload_layers(models.entry("mellum2-12b-a2.5b").config, 8 * 10**9, "Q4_K_M", 4096, overhead=2**30)
+    assert f"--n-gpu-layers {k} " in offload.loc["mellum2-12b-a2.5b", "llama-cpp when it does not fit"]
+    assert offload.loc["minicpm5-1b", "llama-cpp when it does not fit"] == ""  # it fits: nothing to say
     with pytest.raises(SmallbenchError, match="vllm"):  # vLLM takes no GGUF type
         L.fits(16 * 2**30, "Q4_K_M", 4096, backend="vllm")
 
