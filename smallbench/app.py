@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from smallbench import leaderboard as L
+from smallbench import support
 from smallbench.metrics import reference_markdown
 from smallbench.results import scan_records
 
@@ -25,7 +26,7 @@ DEFAULT_RESULTS = "results"
 ALL = "(all hardware)"
 ANY_ENGINE = "(weights + KV cache only)"
 #: the "what fits" panel's engines: each adds what it holds besides (smallbench.backends.memory_allowances)
-ENGINES = [ANY_ENGINE, *(f"{b} on {d}" for b in ("transformers", "vllm", "llama-cpp", "mlx") for d in ("GPU", "CPU"))]
+ENGINES = [ANY_ENGINE, *(f"{b} on {d}" for b in support.BACKENDS for d in ("GPU", "CPU"))]
 #: Rows the table sends to the browser at once (a visitor picks from PAGES), best first by the chosen column; the
 #: CSV has every matching row.
 PAGE = 50

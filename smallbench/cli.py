@@ -500,7 +500,8 @@ def fit(
 
         total, where = psutil.virtual_memory().available, "this machine's available RAM"
     runtime = sizing.parse_bytes(overhead)
-    allowances = memory_allowances(backend, config, quant, "cuda" if on_gpu else "cpu", total)
+    where_run = "cuda" if on_gpu else "cpu"
+    allowances = memory_allowances(backend, config, quant, where_run, total)
     f = sizing.fit(config, total, quant, context, runtime + sum(allowances.values()), kv_dtype,
                    models.param_count(config)[0].total)
     gib = 2**30
@@ -530,7 +531,7 @@ def fit(
         if f.longest_context:
             out(f"  does NOT fit one sequence of {f.context:,} tokens (--context); the longest that fits is "
                 f"{f.longest_context:,}")
-        if partial and (line := partial(config, quant, "cuda" if on_gpu else "cpu", total, f.context, f.overhead)):
+        if partial and (line := partial(config, quant, where_run, total, f.context, f.overhead)):
             out(f"  {line}")
         raise typer.Exit(1)
     out(f"  sequences of {f.context:,} tokens at once  {f.sequences_at_context:,}")
