@@ -41,13 +41,19 @@ def locate(source: str | None = None) -> tuple[Path, str]:
                         if os.environ.get("SMALLBENCH_RESULTS_REPO") else None)  # fmt: skip
     source = source or os.environ.get("SMALLBENCH_RESULTS") or DEFAULT_RESULTS
     if source.startswith("hf://datasets/"):
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import HfApi, snapshot_download
 
         from smallbench.errors import SmallbenchError, one_line
+        from smallbench.paths import cache_dir
 
         repo = source.removeprefix("hf://datasets/")
         try:
-            return Path(snapshot_download(repo, repo_type="dataset", allow_patterns=["*.json"])), source
+            sha = HfApi().dataset_info(repo).sha  # validates the id before it names a folder
+            # Real files in a folder per commit: the Hub cache's symlinks are refused by the scan (a link never
+            # leads a scan out of its folder), and a record deleted from the dataset is gone from the next commit.
+            folder = cache_dir() / "results" / repo.replace("/", "--") / str(sha)
+            return Path(snapshot_download(repo, repo_type="dataset", revision=sha, allow_patterns=["*.json"],
+                                          local_dir=folder)), source  # fmt: skip
         except Exception as exc:  # offline, unknown repo, no access
             raise SmallbenchError(f"cannot read the results dataset {repo}: {one_line(exc)}") from exc
     return Path(source), source

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from smallbench.errors import SmallbenchError, Stopped
+from smallbench.errors import SmallbenchError, Stopped, one_line
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Benchmark small open LLMs across inference backends.")  # fmt: skip
@@ -429,7 +429,7 @@ def _params(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
 
-models_app = typer.Typer(no_args_is_help=True, help="Check models against the Build Small rules.")
+models_app = typer.Typer(no_args_is_help=True, help="Check models against the Build Small rules; pin the catalogue.")
 app.add_typer(models_app, name="models")
 
 
@@ -457,6 +457,55 @@ def models_check(
     console.print(f"  Build Small: {'PASS' if c.under_cap else 'FAIL'} ({_params(p.total)} total "
                   f"{'<' if c.under_cap else '≥'} {cap})", highlight=False)  # fmt: skip
     if not c.ok:
+        raise typer.Exit(1)
+
+
+@models_app.command("pin")
+def models_pin(
+    names: Annotated[list[str] | None, typer.Argument(help="Catalogued names (default: every one).")] = None,
+    write: Annotated[bool, typer.Option("--write", help="Write the commit and the Hub's config.json into each "
+                                                        "catalogue file (default: only report).")] = False,
+    catalogue: Annotated[Path | None, typer.Option(help="Catalogue folder (default: smallbench's own).")] = None,
+) -> None:
+    """For maintainers, with Hub access: pin catalogue entries to their repo's current commit and compare the
+    embedded config with that commit's config.json (gated repos need a token that accepted the licence)."""
+    from smallbench import models, sizing
+
+    def show(value: object) -> str:
+        return str(value) if value is models.ABSENT else json.dumps(value)
+
+    folder = catalogue or models.CATALOGUE_DIR
+    files = {f.stem: f for f in sorted(folder.glob("*.json"))}
+    for name in names or []:
+        if name not in files:
+            raise SmallbenchError(f"no catalogue entry '{name}' in {folder}")
+    failed = 0
+    for name in names or list(files):
+        try:
+            known = models.read_entry(files[name])
+            pin = models.hub_pin(known)
+            try:
+                c = sizing.compliance(pin.config, known.params_total, models.param_count(pin.config)[0])
+            except Exception as exc:  # noqa: BLE001 - a config the arithmetic cannot read: this entry's line only
+                raise SmallbenchError(f"{name}: cannot count the parameters of {pin.repo}'s config.json at "
+                                      f"{pin.sha}: {one_line(exc)}; not pinned") from None  # fmt: skip
+            if c.published and not c.matches_catalogue:
+                raise SmallbenchError(f"{name}: the config.json of {pin.repo} at {pin.sha} counts "
+                                      f"{c.params.total:,} parameters, {c.deviation:+.2%} from the catalogue's "
+                                      f"{c.published:,}; not pinned: check params_total against the model card")
+            if write:
+                models.write_pin(files[name], pin)
+        except SmallbenchError as exc:
+            err_console.print(f"error: {exc}", soft_wrap=True)
+            failed += 1
+            continue
+        same = "the same as the catalogue's" if not pin.differs else f"{len(pin.differs)} keys differ: " + "; ".join(
+            f"{k} {show(ours)} → {show(hub)}" for k, ours, hub in pin.differs)
+        params = (f"{_params(c.params.total)} counted, {c.deviation:+.2%} from the catalogue's {_params(c.published)}"
+                  if c.published else f"{_params(c.params.total)} counted")  # fmt: skip
+        done = "written" if write else "not written (--write)"
+        console.print(f"{name}: {pin.repo} at {pin.sha}; config.json {same}; {params}; {done}", soft_wrap=True)
+    if failed:
         raise typer.Exit(1)
 
 
@@ -784,7 +833,6 @@ def main() -> None:
     """The ``smallbench`` command: every error is one line on stderr (``--debug`` anywhere adds the traceback)."""
     import traceback
 
-    from smallbench.errors import one_line
     from smallbench.results import redact
 
     debug = "--debug" in sys.argv[1:]

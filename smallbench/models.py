@@ -89,14 +89,20 @@ def catalogue() -> dict[str, CatalogueEntry]:
     )  # fmt: skip
     out = {builtin.name: builtin}
     for f in sorted(CATALOGUE_DIR.glob("*.json")):
-        try:
-            entry = CatalogueEntry.model_validate_json(f.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise SmallbenchError(f"catalogue file {f.name} is invalid: {one_line(exc)}") from None
-        if entry.name != f.stem:
-            raise SmallbenchError(f"catalogue file {f.name} names its model '{entry.name}'; the two must agree")
+        entry = read_entry(f)
         out[entry.name] = entry
     return out
+
+
+def read_entry(f: Path) -> CatalogueEntry:
+    """One catalogue file, checked; :class:`SmallbenchError` in one line if it is invalid."""
+    try:
+        entry = CatalogueEntry.model_validate_json(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SmallbenchError(f"catalogue file {f.name} is invalid: {one_line(exc)}") from None
+    if entry.name != f.stem:
+        raise SmallbenchError(f"catalogue file {f.name} names its model '{entry.name}'; the two must agree")
+    return entry
 
 
 def entry(name: str) -> CatalogueEntry | None:
@@ -181,19 +187,77 @@ def _hub_check(repo: str, revision: str | None) -> str | None:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return "offline (HF_HUB_OFFLINE is set)"
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         HfApi().model_info(repo, revision=revision, timeout=10)
-    except GatedRepoError:
-        return "gated repo: accept its licence on the Hub and log in (hf auth login)"
-    except RepositoryNotFoundError:
-        return "no such repository (or it is private)"
-    except RevisionNotFoundError:
-        return f"no revision '{revision}'"
-    except Exception as exc:  # network down, DNS, proxy...
-        return f"unreachable ({type(exc).__name__})"
+    except Exception as exc:
+        return _hub_reason(exc, revision)
     return None
+
+
+def _hub_reason(exc: Exception, revision: str | None = None) -> str:
+    """Why a Hub call failed, in a few words."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(exc, GatedRepoError):  # a subclass of RepositoryNotFoundError: first
+        return "gated repo: accept its licence on the Hub and log in (hf auth login)"
+    if isinstance(exc, RepositoryNotFoundError):
+        return "no such repository (or it is private)"
+    if isinstance(exc, RevisionNotFoundError):
+        return f"no revision '{revision}'"
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status is not None:
+        return f"the Hub answered HTTP {status}"
+    return f"unreachable ({type(exc).__name__})"  # network down, DNS, proxy...
+
+
+@dataclass(frozen=True)
+class Pin:
+    """What the Hub holds now for a catalogued model: its main branch's commit and that commit's config.json."""
+
+    name: str
+    repo: str
+    sha: str
+    config: dict[str, Any]
+    #: (key, the catalogue's value, the Hub's value) for every key where they differ; ABSENT where one lacks it
+    differs: list[tuple[str, Any, Any]]
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+ABSENT: Any = _Absent()  # a key one config lacks
+
+
+def hub_pin(known: CatalogueEntry) -> Pin:
+    """Read ``known.repo``'s current commit and its config.json from the Hub (the token, if any, from
+    huggingface_hub's own lookup). Raises :class:`SmallbenchError` in one line."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    try:
+        sha = HfApi().model_info(known.repo, timeout=30).sha
+        config = json.loads(Path(hf_hub_download(known.repo, "config.json", revision=sha)).read_text())
+    except Exception as exc:
+        raise SmallbenchError(f"{known.name}: cannot pin {known.repo}: {_hub_reason(exc)}") from None
+    keys = sorted(set(known.config) | set(config))
+    differs = [(k, known.config.get(k, ABSENT), config.get(k, ABSENT)) for k in keys
+               if k not in known.config or k not in config or known.config[k] != config[k]]  # fmt: skip
+    return Pin(known.name, known.repo, str(sha), config, differs)
+
+
+def write_pin(path: Path, pin: Pin) -> None:
+    """Pin the catalogue file ``path`` to ``pin``: its revision, and the Hub's config.json embedded in place of
+    the one there. Refuses (one line, file untouched) a config the catalogue would not load."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.update(revision=pin.sha, config=pin.config,
+                config_source=f"config.json of {pin.repo} at {pin.sha}, read by `smallbench models pin`")  # fmt: skip
+    try:
+        CatalogueEntry.model_validate(data)
+    except ValueError as exc:
+        raise SmallbenchError(f"{pin.name}: not written: {one_line(exc)}") from None
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".npz", ".pt")
