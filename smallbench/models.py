@@ -152,16 +152,22 @@ def resolve(model_id: str, revision: str | None = None, dummy: bool = False,
             f"unknown model '{model_id}': not a catalogued name (smallbench list models), "
             "an existing local path, or a Hub id of the form org/name"
         )
+    # The commit a branch or tag names now, so that every backend of the run loads the same files and each record
+    # says which: the cached snapshot's (a folder named by its commit), else the one the Hub answers with.
     cached = _hub_snapshot(source, revision)
     if cached is not None:
-        return ResolvedModel(model_id, source, revision, False, weights_digest(cached))
-    reason = _hub_check(source, revision)
+        commit = cached.name if COMMIT_RE.fullmatch(cached.name) else revision
+        return ResolvedModel(model_id, source, commit, False, weights_digest(cached))
+    commit, reason = _hub_commit(source, revision)
     if reason:
         what = f"catalogued as {source}" if known else "not a catalogued name (smallbench list models) or local path"
         gated = " (a gated model: accept its licence on the Hub and log in)" if known and known.gated else ""
         raise SmallbenchError(f"model '{model_id}' not found: {what}, not in the Hugging Face cache, and the Hub "
                               f"says: {reason}{gated}")  # fmt: skip
-    return ResolvedModel(model_id, source, revision, False, None)
+    return ResolvedModel(model_id, source, commit or revision, False, None)
+
+
+COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 
 def _exists(path: Path) -> bool:
@@ -182,17 +188,24 @@ def _hub_snapshot(repo: str, revision: str | None) -> Path | None:
         return None
 
 
-def _hub_check(repo: str, revision: str | None) -> str | None:
-    """None if the Hub knows the repo, else why not (offline, missing, gated) in one line."""
+def _hub_commit(repo: str, revision: str | None) -> tuple[str | None, str | None]:
+    """(the commit ``revision`` names on the Hub, None), or (None, why the Hub cannot serve it: offline, missing,
+    gated) in one line. Its config.json (if any) comes into the Hugging Face cache with the branch's ref, so that
+    the name resolves offline later to the same commit."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return "offline (HF_HUB_OFFLINE is set)"
-    from huggingface_hub import HfApi
+        return None, "offline (HF_HUB_OFFLINE is set)"
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import tqdm
+
+    class Quiet(tqdm):  # one small file: no progress bar between smallbench's own lines
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**kwargs, "disable": True})
 
     try:
-        HfApi().model_info(repo, revision=revision, timeout=10)
+        folder = snapshot_download(repo, revision=revision, allow_patterns=["config.json"], tqdm_class=Quiet)
     except Exception as exc:
-        return _hub_reason(exc, revision)
-    return None
+        return None, _hub_reason(exc, revision)
+    return Path(folder).name, None
 
 
 def _hub_reason(exc: Exception, revision: str | None = None) -> str:
@@ -234,13 +247,16 @@ ABSENT: Any = _Absent()  # a key one config lacks
 def hub_pin(known: CatalogueEntry) -> Pin:
     """Read ``known.repo``'s current commit and its config.json from the Hub (the token, if any, from
     huggingface_hub's own lookup). Raises :class:`SmallbenchError` in one line."""
-    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import hf_hub_download
 
+    sha, reason = _hub_commit(known.repo, None)
     try:
-        sha = HfApi().model_info(known.repo, timeout=30).sha
+        if reason:
+            raise SmallbenchError(reason)
         config = json.loads(Path(hf_hub_download(known.repo, "config.json", revision=sha)).read_text())
     except Exception as exc:
-        raise SmallbenchError(f"{known.name}: cannot pin {known.repo}: {_hub_reason(exc)}") from None
+        why = str(exc) if isinstance(exc, SmallbenchError) else _hub_reason(exc)
+        raise SmallbenchError(f"{known.name}: cannot pin {known.repo}: {why}") from None
     keys = sorted(set(known.config) | set(config))
     differs = [(k, known.config.get(k, ABSENT), config.get(k, ABSENT)) for k in keys
                if k not in known.config or k not in config or known.config[k] != config[k]]  # fmt: skip
