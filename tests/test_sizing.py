@@ -102,7 +102,7 @@ def test_fit():
     f = sizing.fit(cfg, 16 * 10**9, "Q4_K_M", context=8192, overhead=2**30)
     assert f.weights == sizing.weights_bytes(1_080_632_832, "Q4_K_M")
     assert f.sequences_at_context == (16 * 10**9 - f.weights - 2**30) // f.kv.bytes(8192)
-    assert f.longest_context == f.max_context == 32768
+    assert f.longest_context == f.max_context == 131072  # the model card's context
     tight = sizing.fit(cfg, f.weights + 2**30 + f.kv.bytes(1000), "Q4_K_M", overhead=2**30)
     assert tight.longest_context == 1000 and tight.sequences_at_context == 0
     with pytest.raises(SmallbenchError, match="unknown weights type"):
