@@ -11,6 +11,7 @@ import html
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pandas as pd
 from smallbench import leaderboard as L
 from smallbench import support
 from smallbench.metrics import reference_markdown
+from smallbench.publish import REPO_RE
 from smallbench.results import scan_records
 
 #: Where the app reads records when neither an argument nor SMALLBENCH_RESULTS_REPO says otherwise.
@@ -47,16 +49,29 @@ def locate(source: str | None = None) -> tuple[Path, str]:
         from smallbench.paths import cache_dir
 
         repo = source.removeprefix("hf://datasets/")
+        if not REPO_RE.match(repo):
+            raise SmallbenchError(f"'{source}' does not name a Hub dataset (hf://datasets/ORG/NAME)")
+        # Real files in a folder per commit: the Hub cache's symlinks are refused by the scan (a link never leads a
+        # scan out of its folder), and a record deleted from the dataset is gone from the next commit's folder.
+        copies = cache_dir() / "results" / repo.replace("/", "--")
         try:
-            sha = HfApi().dataset_info(repo).sha  # validates the id before it names a folder
-            # Real files in a folder per commit: the Hub cache's symlinks are refused by the scan (a link never
-            # leads a scan out of its folder), and a record deleted from the dataset is gone from the next commit.
-            folder = cache_dir() / "results" / repo.replace("/", "--") / str(sha)
-            return Path(snapshot_download(repo, repo_type="dataset", revision=sha, allow_patterns=["*.json"],
-                                          local_dir=folder)), source  # fmt: skip
-        except Exception as exc:  # offline, unknown repo, no access
-            raise SmallbenchError(f"cannot read the results dataset {repo}: {one_line(exc)}") from exc
+            sha = str(HfApi().dataset_info(repo).sha)
+            folder = Path(snapshot_download(repo, repo_type="dataset", revision=sha, allow_patterns=["*.json"],
+                                            local_dir=copies / sha))  # fmt: skip
+            (folder / COMPLETE).touch()
+            return folder, source
+        except Exception as exc:  # offline, unknown repo, no access: the last whole copy, if any
+            done = sorted((d for d in copies.glob("*") if (d / COMPLETE).is_file()),
+                          key=lambda d: (d / COMPLETE).stat().st_mtime)  # fmt: skip
+            if not done:
+                raise SmallbenchError(f"cannot read the results dataset {repo}: {one_line(exc)}") from exc
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime((done[-1] / COMPLETE).stat().st_mtime))
+            return done[-1], f"{source} (the Hub unreachable: its copy of commit {done[-1].name[:12]}, {when} UTC)"
     return Path(source), source
+
+
+#: Marks a dataset copy that downloaded whole (a dotted name: never read as a record).
+COMPLETE = ".smallbench-complete"
 
 
 def load(source: str | None = None) -> tuple[L.Board, list[str], str]:

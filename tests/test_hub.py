@@ -69,6 +69,9 @@ def test_publish_uploads_to_a_hub_dataset_and_the_app_reads_it_back(tmp_path):
                                env={**os.environ, **env, "SMALLBENCH_RESULTS_REPO": "someone/smallbench-results",
                                     "SMALLBENCH_CACHE": str(tmp_path / "cache")}, timeout=300)  # fmt: skip
         repo = hub.repos[("dataset", "someone/smallbench-results")]
+    unreachable = subprocess.run([sys.executable, "-c", read], cwd=tmp_path, capture_output=True, text=True,
+                                 env={**os.environ, **env, "SMALLBENCH_RESULTS_REPO": "someone/smallbench-results",
+                                      "SMALLBENCH_CACHE": str(tmp_path / "cache")}, timeout=300)  # fmt: skip
     assert first.returncode == 0 and "uploaded 5 new records" in first.stdout, first.stderr
     assert "uploaded 0 new records" in again.stdout and "5 already there" in again.stdout
     assert len(repo.commits) == 2  # creation, then one commit of every record
@@ -82,6 +85,11 @@ def test_publish_uploads_to_a_hub_dataset_and_the_app_reads_it_back(tmp_path):
     local = L.build(scan_records(tmp_path / "r")[0])
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.split() == [str(local.read), str(len(local.table)), "hf://datasets/someone/smallbench-results"]
+    # the Space restarted with the Hub down: the last whole copy, and the page says which
+    assert unreachable.returncode == 0, unreachable.stderr
+    read, rows, where = unreachable.stdout.split(" ", 2)
+    assert [read, rows] == shown.stdout.split()[:2]
+    assert f"(the Hub unreachable: its copy of commit {repo.main[:12]}" in where
 
 
 def test_models_pin_takes_the_commit_and_config_json_from_the_hub(tmp_path):
