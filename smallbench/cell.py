@@ -99,7 +99,7 @@ def roofline(backend: BackendInfo, hardware: HardwareInfo, info: LoadedModelInfo
         bw = sizing.table_bandwidth(hardware.apple.chip, hardware.apple.gpu_cores)
         source = f"table: {hardware.apple.chip}"
     else:
-        bw, source = cpu_bandwidth, "measured: multi-threaded memory copy, best of before load and after close"
+        bw, source = cpu_bandwidth, "measured: multi-threaded read of memory, best of before load and after close"
     dtype = info.dtype if info.dtype in sizing.DTYPE_BYTES else "float16"  # llama.cpp / MLX quantized: f16 KV
     try:
         sizing.count_params(info.config)
@@ -269,7 +269,7 @@ def run_group(group: GroupSpec, emit: Callable[[int, ResultRecord | None], None]
 
 
 #: The roofline's source while only the measurement before the load is in (the one after close comes at the end).
-BEFORE_LOAD = "measured: multi-threaded memory copy before the load"
+BEFORE_LOAD = "measured: multi-threaded read of memory before the load"
 
 
 def _with_roofline(rec: ResultRecord, result: SuiteResult, roof: Roofline, bandwidth: float,
