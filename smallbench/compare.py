@@ -182,7 +182,7 @@ DIMENSIONS = {
 
 
 def cell_key(r: ResultRecord, without: tuple[str, ...] = ()) -> str:
-    key = {"model": r.model.id, "weights": r.model.weights_sha256, "suite": r.suite, "settings": r.settings,
+    key = {"model": r.model.id, "weights": r.model.weights_id, "suite": r.suite, "settings": r.settings,
            **{d: f(r) for d, f in DIMENSIONS.items() if d not in without}}  # fmt: skip
     return json.dumps(key, sort_keys=True, default=str)
 

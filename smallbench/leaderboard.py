@@ -142,7 +142,7 @@ def _params(rec: ResultRecord, entry) -> tuple[float, float]:
 
 def row_key(rec: ResultRecord) -> tuple[str, ...]:
     """The parts of :data:`KEY`: what must be the same for two records' numbers to share a row."""
-    weights = "dummy" if rec.model.dummy else (rec.model.weights_sha256 or rec.model.revision or "")[:12] or "real"
+    weights = "dummy" if rec.model.dummy else (rec.model.weights_id or "")[:12] or "real"
     hw = rec.hardware
     config = config_label(rec.backend, hw.cpu_cores_physical if hw else None)
     return (rec.model.id, weights, rec.model.quant or rec.model.dtype or "", rec.backend.name,

@@ -74,7 +74,7 @@ def _prefix(a: list[int], b: list[int]) -> int:
 def _weights(r: ResultRecord) -> tuple:
     """What two parity records must share to be compared: the weights and the greedy length (warm-up, repeats and
     seed change nothing in a deterministic probe run)."""
-    return r.model.id, r.model.weights_sha256, r.settings.get("gen_tokens")
+    return r.model.id, r.model.weights_id, r.settings.get("gen_tokens")
 
 
 def table(records: list[ResultRecord], reference: str = "transformers"):
@@ -87,7 +87,7 @@ def table(records: list[ResultRecord], reference: str = "transformers"):
 
     ok = sorted((r for r in records if r.status == "ok"), key=lambda r: r.created_at)
     probes = [r for r in ok if r.suite == "parity" and r.extra.get("parity", {}).get("probes") == PROBE_HASH]
-    accuracy = {(r.model.id, r.model.weights_sha256, r.backend.name, r.model.quant): r for r in ok
+    accuracy = {(r.model.id, r.model.weights_id, r.backend.name, r.model.quant): r for r in ok
                 if r.suite == "accuracy"}  # fmt: skip
     rows = []
     for r in probes:
@@ -107,8 +107,8 @@ def table(records: list[ResultRecord], reference: str = "transformers"):
         prefixes = [_prefix(x, y) for x, y in zip(pa["greedy_ids"], pb["greedy_ids"], strict=True)]
         agree = sum(x == y for x, y in zip(pa["prompt_ids"], pb["prompt_ids"], strict=True))
         acc = []
-        ra = accuracy.get((r.model.id, r.model.weights_sha256, reference, ref.model.quant))
-        rb = accuracy.get((r.model.id, r.model.weights_sha256, r.backend.name, r.model.quant))
+        ra = accuracy.get((r.model.id, r.model.weights_id, reference, ref.model.quant))
+        rb = accuracy.get((r.model.id, r.model.weights_id, r.backend.name, r.model.quant))
         if ra is not None and rb is not None:
             for v in compare.compare_records(ra, rb):
                 acc.append(f"{v.labels.get('task')} {v.metric} {v.b - v.a:+.4f} ({v.verdict})")

@@ -41,6 +41,12 @@ class ModelRecord(BaseModel):
     dtype: str | None = None
     quant: str | None = None
 
+    @property
+    def weights_id(self) -> str | None:
+        """What names the weights across runs: the Hub commit where there is one (a run resolves a Hub id to it
+        once, and later runs from the cache to the same), else the files' sha256; None for neither (dummy)."""
+        return self.revision or self.weights_sha256
+
 
 class Metric(BaseModel):
     name: str

@@ -10,8 +10,8 @@ import shutil
 import subprocess
 import sys
 
+from smallbench import compare, models
 from smallbench import leaderboard as L
-from smallbench import models
 from smallbench.publish import valid_records
 from smallbench.results import read_records, scan_records
 from smallbench.tiny_model import model_dir
@@ -48,6 +48,10 @@ def test_a_hub_id_runs_on_every_backend_pinned_to_the_commit_it_resolved(tmp_pat
     assert offline.returncode == 0, offline.stderr
     [cached] = read_records(tmp_path / "offline")
     assert cached.status == "ok" and cached.model.revision == sha and cached.model.weights_sha256
+    # the first run had no hash of files it had not downloaded yet; the commit keeps both runs' records together
+    first = next(r for r in records if r.backend.name == "transformers")
+    assert first.model.weights_sha256 is None
+    assert L.row_key(first) == L.row_key(cached) and compare.cell_key(first) == compare.cell_key(cached)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
     assert "the Hub says: no revision '0000000000000000000000000000000000000000'" in missing.stderr
 
