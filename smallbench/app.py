@@ -65,8 +65,11 @@ def locate(source: str | None = None) -> tuple[Path, str]:
                           key=lambda d: (d / COMPLETE).stat().st_mtime)  # fmt: skip
             if not done:
                 raise SmallbenchError(f"cannot read the results dataset {repo}: {one_line(exc)}") from exc
+            from smallbench.models import hub_reason
+
             when = time.strftime("%Y-%m-%d %H:%M", time.gmtime((done[-1] / COMPLETE).stat().st_mtime))
-            return done[-1], f"{source} (the Hub unreachable: its copy of commit {done[-1].name[:12]}, {when} UTC)"
+            return done[-1], (f"{source} (not read from the Hub: {hub_reason(exc)}; its copy of commit "
+                              f"{done[-1].name[:12]} from {when} UTC)")  # fmt: skip
     return Path(source), source
 
 

@@ -204,11 +204,11 @@ def _hub_commit(repo: str, revision: str | None) -> tuple[str | None, str | None
     try:
         folder = snapshot_download(repo, revision=revision, allow_patterns=["config.json"], tqdm_class=Quiet)
     except Exception as exc:
-        return None, _hub_reason(exc, revision)
+        return None, hub_reason(exc, revision)
     return Path(folder).name, None
 
 
-def _hub_reason(exc: Exception, revision: str | None = None) -> str:
+def hub_reason(exc: Exception, revision: str | None = None) -> str:
     """Why a Hub call failed, in a few words."""
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
@@ -255,7 +255,7 @@ def hub_pin(known: CatalogueEntry) -> Pin:
             raise SmallbenchError(reason)
         config = json.loads(Path(hf_hub_download(known.repo, "config.json", revision=sha)).read_text())
     except Exception as exc:
-        why = str(exc) if isinstance(exc, SmallbenchError) else _hub_reason(exc)
+        why = str(exc) if isinstance(exc, SmallbenchError) else hub_reason(exc)
         raise SmallbenchError(f"{known.name}: cannot pin {known.repo}: {why}") from None
     keys = sorted(set(known.config) | set(config))
     differs = [(k, known.config.get(k, ABSENT), config.get(k, ABSENT)) for k in keys

@@ -93,7 +93,7 @@ def test_publish_uploads_to_a_hub_dataset_and_the_app_reads_it_back(tmp_path):
     assert unreachable.returncode == 0, unreachable.stderr
     read, rows, where = unreachable.stdout.split(" ", 2)
     assert [read, rows] == shown.stdout.split()[:2]
-    assert f"(the Hub unreachable: its copy of commit {repo.main[:12]}" in where
+    assert f"(not read from the Hub: unreachable (ConnectError); its copy of commit {repo.main[:12]} from" in where
 
 
 def test_models_pin_takes_the_commit_and_config_json_from_the_hub(tmp_path):
