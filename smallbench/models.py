@@ -250,13 +250,14 @@ def hub_pin(known: CatalogueEntry) -> Pin:
     from huggingface_hub import hf_hub_download
 
     sha, reason = _hub_commit(known.repo, None)
-    try:
-        if reason:
-            raise SmallbenchError(reason)
-        config = json.loads(Path(hf_hub_download(known.repo, "config.json", revision=sha)).read_text())
-    except Exception as exc:
-        why = str(exc) if isinstance(exc, SmallbenchError) else hub_reason(exc)
-        raise SmallbenchError(f"{known.name}: cannot pin {known.repo}: {why}") from None
+    config: dict[str, Any] = {}
+    if reason is None:
+        try:
+            config = json.loads(Path(hf_hub_download(known.repo, "config.json", revision=sha)).read_text())
+        except Exception as exc:  # noqa: BLE001 - no config.json, or not JSON: this entry's line
+            reason = hub_reason(exc) if not isinstance(exc, ValueError) else "its config.json is not JSON"
+    if reason is not None:
+        raise SmallbenchError(f"{known.name}: cannot pin {known.repo}: {reason}")
     keys = sorted(set(known.config) | set(config))
     differs = [(k, known.config.get(k, ABSENT), config.get(k, ABSENT)) for k in keys
                if k not in known.config or k not in config or known.config[k] != config[k]]  # fmt: skip
