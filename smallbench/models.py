@@ -158,13 +158,13 @@ def resolve(model_id: str, revision: str | None = None, dummy: bool = False,
     if cached is not None:
         commit = cached.name if COMMIT_RE.fullmatch(cached.name) else revision
         return ResolvedModel(model_id, source, commit, False, weights_digest(cached))
-    commit, reason = _hub_commit(source, revision)
+    snapshot, reason = _hub_commit(source, revision)
     if reason:
         what = f"catalogued as {source}" if known else "not a catalogued name (smallbench list models) or local path"
         gated = " (a gated model: accept its licence on the Hub and log in)" if known and known.gated else ""
         raise SmallbenchError(f"model '{model_id}' not found: {what}, not in the Hugging Face cache, and the Hub "
                               f"says: {reason}{gated}")  # fmt: skip
-    return ResolvedModel(model_id, source, commit or revision, False, None)
+    return ResolvedModel(model_id, source, snapshot.name if snapshot else revision, False, None)
 
 
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
@@ -188,10 +188,10 @@ def _hub_snapshot(repo: str, revision: str | None) -> Path | None:
         return None
 
 
-def _hub_commit(repo: str, revision: str | None) -> tuple[str | None, str | None]:
-    """(the commit ``revision`` names on the Hub, None), or (None, why the Hub cannot serve it: offline, missing,
-    gated) in one line. Its config.json (if any) comes into the Hugging Face cache with the branch's ref, so that
-    the name resolves offline later to the same commit."""
+def _hub_commit(repo: str, revision: str | None) -> tuple[Path | None, str | None]:
+    """(the cache's snapshot folder of the commit ``revision`` names on the Hub, named by that commit; None), or
+    (None, why the Hub cannot serve it: offline, missing, gated) in one line. Its config.json (if any) comes into
+    that folder with the branch's ref, so that the name resolves offline later to the same commit."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return None, "offline (HF_HUB_OFFLINE is set)"
     from huggingface_hub import snapshot_download
@@ -205,7 +205,7 @@ def _hub_commit(repo: str, revision: str | None) -> tuple[str | None, str | None
         folder = snapshot_download(repo, revision=revision, allow_patterns=["config.json"], tqdm_class=Quiet)
     except Exception as exc:
         return None, hub_reason(exc, revision)
-    return Path(folder).name, None
+    return Path(folder), None
 
 
 def hub_reason(exc: Exception, revision: str | None = None) -> str:
@@ -247,21 +247,22 @@ ABSENT: Any = _Absent()  # a key one config lacks
 def hub_pin(known: CatalogueEntry) -> Pin:
     """Read ``known.repo``'s current commit and its config.json from the Hub (the token, if any, from
     huggingface_hub's own lookup). Raises :class:`SmallbenchError` in one line."""
-    from huggingface_hub import hf_hub_download
-
-    sha, reason = _hub_commit(known.repo, None)
+    snapshot, reason = _hub_commit(known.repo, None)  # fetches the commit's config.json with it
     config: dict[str, Any] = {}
-    if reason is None:
+    if snapshot is not None:
         try:
-            config = json.loads(Path(hf_hub_download(known.repo, "config.json", revision=sha)).read_text())
-        except Exception as exc:  # noqa: BLE001 - no config.json, or not JSON: this entry's line
-            reason = hub_reason(exc) if not isinstance(exc, ValueError) else "its config.json is not JSON"
-    if reason is not None:
+            config = json.loads((snapshot / "config.json").read_text(encoding="utf-8"))
+        except OSError:
+            reason = "the repo has no config.json"
+        except ValueError:
+            reason = "its config.json is not JSON"
+    if reason is not None or snapshot is None:
         raise SmallbenchError(f"{known.name}: cannot pin {known.repo}: {reason}")
+    sha = snapshot.name
     keys = sorted(set(known.config) | set(config))
     differs = [(k, known.config.get(k, ABSENT), config.get(k, ABSENT)) for k in keys
                if k not in known.config or k not in config or known.config[k] != config[k]]  # fmt: skip
-    return Pin(known.name, known.repo, str(sha), config, differs)
+    return Pin(known.name, known.repo, sha, config, differs)
 
 
 def write_pin(path: Path, pin: Pin) -> None:
