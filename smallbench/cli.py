@@ -23,13 +23,13 @@ from smallbench.errors import SmallbenchError, Stopped, one_line
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Benchmark small open LLMs across inference backends.")  # fmt: skip
 #: User text (model ids, paths, errors) is printed as text: no rich markup, no highlighting ("[/x]" is characters).
-console = Console(markup=False, highlight=False)
-err_console = Console(stderr=True, markup=False, highlight=False)
+console = Console(markup=False, highlight=False, emoji=False)
+err_console = Console(stderr=True, markup=False, highlight=False, emoji=False)
 
 
 def wide_console() -> Console:
     """stdout for a wide table: the terminal, or, piped, 200 columns (whole lines, not cut at 80)."""
-    return console if console.is_terminal else Console(width=200, markup=False, highlight=False)
+    return console if console.is_terminal else Console(width=200, markup=False, highlight=False, emoji=False)
 
 
 def _split(value: str | None) -> list[str]:
@@ -526,19 +526,22 @@ def fit(
     device: Annotated[str, typer.Option(help="auto (a GPU if this machine has one), cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """What fits in memory: weights, KV cache per token, the longest context and how many sequences at once."""
-    from smallbench import models, sizing
+    from smallbench import models, sizing, validate
     from smallbench.backends import get_backend_class, memory_allowances
     from smallbench.hardware import hardware_info
 
     config = models.model_config(model, revision)
     if context is not None and context < 1:
         raise SmallbenchError(f"--context needs a positive integer, got {context}")
+    validate.check_choice("--device", device, validate.DEVICE)
+    if kv_dtype is not None:
+        validate.check_choice("--kv-dtype", kv_dtype, tuple(sizing.DTYPE_BYTES))
     gpus = hardware_info().gpus if device != "cpu" else []
     on_gpu = device not in ("auto", "cpu") or bool(gpus)
     n = device.partition(":")[2]
     index = int(n) if n.isdigit() else 0  # cuda:N
     if memory is not None:
-        total, where = sizing.parse_bytes(memory), memory
+        total, where = sizing.parse_bytes(memory, "--memory", positive=True), memory
     elif on_gpu and index < len(gpus):
         total, where = gpus[index].memory_total_bytes, gpus[index].name
     elif on_gpu:
@@ -548,11 +551,14 @@ def fit(
         import psutil
 
         total, where = psutil.virtual_memory().available, "this machine's available RAM"
-    runtime = sizing.parse_bytes(overhead)
+    runtime = sizing.parse_bytes(overhead, "--overhead")
     where_run = "cuda" if on_gpu else "cpu"
     allowances = memory_allowances(backend, config, quant, where_run, total)
     f = sizing.fit(config, total, quant, context, runtime + sum(allowances.values()), kv_dtype,
                    models.param_count(config)[0].total)
+    if context is not None and context > f.max_context:
+        raise SmallbenchError(f"--context {context:,} is longer than {model}'s maximum of {f.max_context:,} tokens "
+                              "(max_position_embeddings)")  # fmt: skip
     gib = 2**30
     out = functools.partial(console.print, highlight=False, soft_wrap=True)
     on = f" on {backend} ({'GPU' if on_gpu else 'CPU'})" if backend else ""

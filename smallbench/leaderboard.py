@@ -347,16 +347,18 @@ def fits(memory_bytes: int, quant: str = "Q4_K_M", context: int = 4096, overhead
             continue
         extra = sum(memory_allowances(backend, e.config, quant, device, memory_bytes).values())
         f = sizing.fit(e.config, memory_bytes, quant, context, overhead + extra, params=e.params_total)
+        over = context > f.max_context  # the model cannot take such a context at all, whatever the memory
+        fits = f"no: longer than its {f.max_context:,}-token maximum" if over else "yes" if f.fits else "no"
         rows.append({
             "model": name, "role": e.role, "params total (B)": round((e.params_total or math.nan) / 1e9, 3),
             "weights (GiB)": round(f.weights / 2**30, 2), **({f"{backend} holds besides (GiB)":
                                                              round(extra / 2**30, 2)} if backend else {}),
             "KV per token (KiB)": f.kv.per_token / 1024,  # full-attention layers; the next column has them all
             "KV per sequence at this context (MiB)": round(f.kv.bytes(f.context) / 2**20, 1),
-            "fits": "yes" if f.fits else "no", "sequences at this context": f.sequences_at_context,
+            "fits": fits, "sequences at this context": 0 if over else f.sequences_at_context,
             "longest context (tokens)": f.longest_context,
         })  # fmt: skip
         if partial:
-            line = None if f.fits else partial(e.config, quant, device, memory_bytes, f.context, f.overhead)
+            line = None if f.fits or over else partial(e.config, quant, device, memory_bytes, f.context, f.overhead)
             rows[-1][f"{backend} when it does not fit"] = line or ""
     return pd.DataFrame(rows)

@@ -315,10 +315,15 @@ def model_config(model_id: str, revision: str | None = None) -> dict[str, Any]:
     local = Path(model_id).expanduser()
     if _exists(local):
         path = local / "config.json" if local.is_dir() else local
+        if not path.is_file():
+            raise SmallbenchError(f"cannot read a model config from '{model_id}': no config.json in that folder")
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            config = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise SmallbenchError(f"cannot read a model config from '{model_id}': {type(exc).__name__}") from None
+        if not isinstance(config, dict):
+            raise SmallbenchError(f"cannot read a model config from '{model_id}': {path.name} is not a JSON object")
+        return config
     if model_id.count("/") != 1:
         raise SmallbenchError(f"unknown model '{model_id}': not a catalogued name, a local config, or a Hub id")
     from huggingface_hub import hf_hub_download

@@ -106,52 +106,74 @@ _NEMOTRON_NAMES = {"mamba": "M", "linear_attention": "M", "attention": "*", "ful
 _SLIDING = {"sliding_attention", "sliding", "local", "chunked_attention"}
 
 
+def _whole(c: dict[str, Any], key: str, default: int | None = None, minimum: int = 0) -> int:
+    """``c[key]`` as a whole number ≥ ``minimum``: required where ``default`` is None, else ``default`` when the
+    key is absent, null or 0 (as the libraries read these configs)."""
+    v = c[key] if default is None else (c.get(key) or default)
+    if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
+        raise SmallbenchError(f"config of '{c.get('model_type') or 'unknown'}': {key} is {v!r}, not a whole number; "
+                              "cannot size it")  # fmt: skip
+    if v < minimum:
+        raise SmallbenchError(f"config of '{c.get('model_type') or 'unknown'}': {key} is {v!r}, less than {minimum}; "
+                              "cannot size it")  # fmt: skip
+    return int(v)
+
+
 def arch(config: dict[str, Any]) -> Arch:
-    """The :class:`Arch` of a config.json dict. Raises :class:`SmallbenchError` naming what is missing."""
+    """The :class:`Arch` of a config.json dict. Raises :class:`SmallbenchError` naming what is missing or is not a
+    dimension (a string, a fraction, a negative number)."""
     c = text_config(config)
     mt = c.get("model_type") or "unknown"
+
+    def n(key: str, default: int | None = None, minimum: int = 0) -> int:
+        return _whole(c, key, default, minimum)
+
     try:
-        hidden, heads = int(c["hidden_size"]), int(c["num_attention_heads"])
+        hidden, heads = n("hidden_size", minimum=1), n("num_attention_heads", minimum=1)
         common = dict(
-            model_type=mt, vocab=int(c["vocab_size"]), hidden=hidden, heads=heads,
-            kv_heads=int(c.get("num_key_value_heads") or heads), head_dim=int(c.get("head_dim") or hidden // heads),
-            intermediate=int(c.get("intermediate_size") or 0), tied=bool(c.get("tie_word_embeddings", False)),
+            model_type=mt, vocab=n("vocab_size", minimum=1), hidden=hidden, heads=heads,
+            kv_heads=n("num_key_value_heads", heads, 1), head_dim=n("head_dim", hidden // heads, 1),
+            intermediate=n("intermediate_size", 0), tied=bool(c.get("tie_word_embeddings", False)),
         )  # fmt: skip
         if mt == "nemotron_h":
             pattern = c.get("hybrid_override_pattern") or "".join(_NEMOTRON_NAMES[t] for t in c["layers_block_type"])
             moe = "E" in pattern
             return Arch(
                 layers=tuple(_NEMOTRON_BLOCKS[ch] for ch in pattern), gated_mlp=False,
-                experts=int(c.get("n_routed_experts") or 0) if moe else 0, top_k=int(c.get("num_experts_per_tok") or 0),
-                moe_intermediate=int(c.get("moe_intermediate_size") or 0),
-                shared_experts=int(c.get("n_shared_experts") or 0) if moe else 0,
-                shared_intermediate=int(c.get("moe_shared_expert_intermediate_size") or 0),
-                mamba_heads=int(c["mamba_num_heads"]), mamba_head_dim=int(c["mamba_head_dim"]),
-                mamba_groups=int(c["n_groups"]), mamba_state=int(c["ssm_state_size"]), mamba_conv=int(c["conv_kernel"]),
+                experts=n("n_routed_experts", 0) if moe else 0, top_k=n("num_experts_per_tok", 0),
+                moe_intermediate=n("moe_intermediate_size", 0),
+                shared_experts=n("n_shared_experts", 0) if moe else 0,
+                shared_intermediate=n("moe_shared_expert_intermediate_size", 0),
+                mamba_heads=n("mamba_num_heads", minimum=1), mamba_head_dim=n("mamba_head_dim", minimum=1),
+                mamba_groups=n("n_groups", minimum=1), mamba_state=n("ssm_state_size", minimum=1),
+                mamba_conv=n("conv_kernel", minimum=1),
                 extra={"attention_bias": bool(c.get("attention_bias")), "mlp_bias": bool(c.get("mlp_bias")),
                        "conv_bias": bool(c.get("use_conv_bias", True)), "proj_bias": bool(c.get("mamba_proj_bias"))},
                 **common,
             )  # fmt: skip
-        n = int(c["num_hidden_layers"])
-        experts = int(next((c[k] for k in ("num_local_experts", "num_experts", "n_routed_experts") if c.get(k)), 0))
-        sparse = c.get("mlp_layer_types") or ["sparse" if experts else "dense"] * n
-        kinds = c.get("layer_types") or ["full_attention"] * n
-        window = c.get("sliding_window")
+        layers = n("num_hidden_layers", minimum=1)
+        experts = next((n(k) for k in ("num_local_experts", "num_experts", "n_routed_experts") if c.get(k)), 0)
+        sparse = c.get("mlp_layer_types") or ["sparse" if experts else "dense"] * layers
+        kinds = c.get("layer_types") or ["full_attention"] * layers
+        window = n("sliding_window", 0)
         if window and not c.get("layer_types") and mt == "mistral":
-            kinds = ["sliding_attention"] * n  # every layer slides
+            kinds = ["sliding_attention"] * layers  # every layer slides
         mixers = ["sliding" if window and k in _SLIDING else "attention" for k in kinds]
         return Arch(
             layers=tuple(Layer(m, "moe" if s == "sparse" else "dense") for m, s in zip(mixers, sparse, strict=True)),
-            window=int(window) if window and "sliding" in mixers else None,
-            experts=experts, top_k=int(c.get("num_experts_per_tok") or c.get("moe_top_k") or 0),
-            moe_intermediate=int(c.get("moe_intermediate_size") or c.get("intermediate_size") or 0),
-            shared_experts=int(c.get("n_shared_experts") or 0),
-            shared_intermediate=int(c.get("shared_expert_intermediate_size") or c.get("moe_intermediate_size") or 0),
+            window=window if window and "sliding" in mixers else None,
+            experts=experts, top_k=n("num_experts_per_tok", 0) or n("moe_top_k", 0),
+            moe_intermediate=n("moe_intermediate_size", 0) or n("intermediate_size", 0),
+            shared_experts=n("n_shared_experts", 0),
+            shared_intermediate=n("shared_expert_intermediate_size", 0) or n("moe_intermediate_size", 0),
             extra={"attention_bias": bool(c.get("attention_bias")), "mlp_bias": bool(c.get("mlp_bias"))},
             **common,
         )  # fmt: skip
     except KeyError as exc:
         raise SmallbenchError(f"config of '{mt}' lacks {exc.args[0]}: cannot size it") from None
+    except (TypeError, ValueError) as exc:  # a layer list that is not one, of the wrong length...
+        raise SmallbenchError(f"config of '{mt}' has a layer layout that cannot be read ({exc}): cannot size it"
+                              ) from None
 
 
 # -- parameters ------------------------------------------------------------------------------------
@@ -328,17 +350,20 @@ def fit(config: dict[str, Any], memory: int, kind: str = "bfloat16", context: in
                sequences_at_context=int(seqs), longest_context=longest)  # fmt: skip
 
 
-def parse_bytes(text: str) -> int:
+def parse_bytes(text: str, option: str = "size", positive: bool = False) -> int:
     """``16GB``, ``24GiB``, ``512MB``, ``80G``, or a plain byte count. GB = 10⁹, GiB = 2³⁰ (as cards are sold
-    in GB and the OS reports GiB, both are accepted)."""
+    in GB and the OS reports GiB, both are accepted). Never negative; zero only where ``positive`` is false."""
     units = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "KIB": 2**10, "M": 10**6, "MB": 10**6, "MIB": 2**20,
              "G": 10**9, "GB": 10**9, "GIB": 2**30, "T": 10**12, "TB": 10**12, "TIB": 2**40}  # fmt: skip
     s = text.strip().upper().replace(" ", "")
     num = s.rstrip("KMGTIB")
     try:
-        return int(float(num) * units[s[len(num):]])
-    except (ValueError, KeyError):
-        raise SmallbenchError(f"cannot read '{text}' as a size; write e.g. 16GB, 24GiB or 512MB") from None
+        size = int(float(num) * units[s[len(num):]])
+    except (ValueError, KeyError, OverflowError):
+        raise SmallbenchError(f"{option}: cannot read '{text}' as a size; write e.g. 16GB, 24GiB or 512MB") from None
+    if size < 0 or (positive and size == 0):
+        raise SmallbenchError(f"{option} needs a {'positive' if positive else 'non-negative'} size, got '{text}'")
+    return size
 
 
 # -- Build Small compliance ------------------------------------------------------------------------

@@ -60,7 +60,16 @@ OTHER = [
     (["fit", "tiny-llama", "--memory", "12XB"], ["12XB"]),
     (["fit", "tiny-llama", "--backend", "nosuch"], ["nosuch", "vllm"]),
     (["fit", "tiny-llama", "--backend", "vllm", "--quant", "Q4_K_M"], ["vllm", "Q4_K_M", "bfloat16"]),
+    (["fit", "tiny-llama", "--memory", "0"], ["--memory", "positive"]),
+    (["fit", "tiny-llama", "--memory", "-3GB"], ["--memory", "-3GB"]),
+    (["fit", "tiny-llama", "--memory", "1e400GB"], ["--memory", "1e400GB"]),
+    (["fit", "tiny-llama", "--overhead", "-1GiB"], ["--overhead", "-1GiB"]),
+    (["fit", "tiny-llama", "--context", "4096"], ["--context", "4,096", "2,048"]),
+    (["fit", "tiny-llama", "--kv-dtype", "int3"], ["--kv-dtype", "int3"]),
+    (["fit", "tiny-llama", "--device", "cuda:abc"], ["--device", "'cuda:abc'"]),  # not made an emoji by rich
     (["models", "check", "nosuch"], ["nosuch"]),
+    (["models", "check", "empty"], ["empty", "no config.json"]),
+    (["models", "check", "list.json"], ["list.json", "not a JSON object"]),
 ]
 
 
@@ -107,6 +116,7 @@ def test_a_data_file_that_is_not_utf8_is_named(tmp_path):
 @pytest.mark.parametrize(("args", "names"), OTHER, ids=[" ".join(a)[:40] for a, _ in OTHER])
 def test_other_commands_refuse_in_one_line(tmp_path, args, names):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "list.json").write_text("[1, 2]")
     _one_line(run_cli(*args, cwd=tmp_path, timeout=120), names)
 
 

@@ -85,6 +85,19 @@ def test_models_check_cli(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize(("key", "value", "says"), [
+    ("hidden_size", "x", "not a whole number"), ("hidden_size", None, "not a whole number"),
+    ("vocab_size", 1.5, "not a whole number"), ("num_hidden_layers", -4, "less than 1"),
+    ("num_attention_heads", 0, "less than 1"), ("intermediate_size", -1, "less than 0"),
+])  # fmt: skip
+def test_a_config_whose_dimensions_are_not_dimensions_is_refused(key, value, says):
+    config = {**models.entry("minicpm5-1b").config, key: value}  # these were counted: -4 layers passed Build Small
+    with pytest.raises(SmallbenchError, match=f"{key} is {value!r}, {says}"):
+        sizing.count_params(config)
+    ok = {**models.entry("minicpm5-1b").config, "num_key_value_heads": None, "head_dim": 0}  # absent: derived
+    assert sizing.arch(ok).kv_heads == 16 and sizing.arch(ok).head_dim == 1536 // 16
+
+
 def test_kv_size_gqa_sliding_and_ssm():
     aya = sizing.kv_size(models.entry("tiny-aya-global").config, "bfloat16")
     # 36 layers, 1 in 4 full attention: 9 full + 27 sliding (window 4096); 4 KV heads × 128 × K,V × 2 bytes
