@@ -155,6 +155,9 @@ def run(
             where = f"--{str(err['loc'][0]).replace('_', '-')}: " if err and err.get("loc") else ""
             msg = err["msg"] if err else str(exc)
             raise SmallbenchError(f"invalid settings for suite '{s}': {where}{msg}") from None
+        if dummy and suite_obj.needs_real_weights:
+            raise SmallbenchError(f"--dummy runs random weights: the {s} suite means nothing on them (speed and "
+                                  "memory only)")  # fmt: skip
         suite_obj.preflight(suite_settings[s])
     load = {"device": device, "dtype": dtype, "dummy": dummy, "trust_remote_code": trust_remote_code}
     options = {k: v for k, v in {"threads": threads, "batch_size": batch_size, "n_ctx": ctx_size,

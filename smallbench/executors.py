@@ -228,7 +228,8 @@ def _signal_reason(group: GroupSpec, sig: signal.Signals) -> str:
     """Why the cell died, with its backend's advice when native code crashed."""
     reason = f"cell process killed by signal {sig.name}"
     if sig == signal.SIGKILL:
-        return reason + " (out of memory?)"
+        model = group.cells[0].model.id
+        return reason + f" (out of memory? `smallbench fit {model}` says what fits in this machine's memory)"
     if sig in NATIVE_CRASH:
         first = group.cells[0]
         hint = get_backend_class(first.backend).crash_hint(first.load.get("options", {}))

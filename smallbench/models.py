@@ -126,7 +126,8 @@ def resolve(model_id: str, revision: str | None = None, dummy: bool = False,
     if known is not None and known.repo == "builtin":
         from smallbench import tiny_model
 
-        return ResolvedModel(model_id, str(tiny_model.model_dir()), None, True, tiny_model.WEIGHTS_SHA256)
+        sha = None if dummy else tiny_model.WEIGHTS_SHA256  # random weights are not these files
+        return ResolvedModel(model_id, str(tiny_model.model_dir()), None, True, sha)
     if known is not None:
         if known.trust_remote_code and not trust_remote_code:
             raise SmallbenchError(f"model '{model_id}' ({known.repo}) runs Python code from its repo "
@@ -146,7 +147,9 @@ def resolve(model_id: str, revision: str | None = None, dummy: bool = False,
         if revision and known is None:
             raise SmallbenchError(f"--revision applies to Hub ids; '{model_id}' is a local path (its files are what "
                                   "runs)")  # fmt: skip
-        return ResolvedModel(model_id, str(local.resolve()), revision, False, weights_digest(local))
+        if dummy and not (local / "config.json").is_file():  # a GGUF file has none either
+            raise SmallbenchError(f"--dummy builds a model from its config.json; '{model_id}' has none")
+        return ResolvedModel(model_id, str(local.resolve()), revision, False, None if dummy else weights_digest(local))
     if source.count("/") != 1 or source.startswith(("/", ".", "~")):
         raise SmallbenchError(
             f"unknown model '{model_id}': not a catalogued name (smallbench list models), "
@@ -157,7 +160,7 @@ def resolve(model_id: str, revision: str | None = None, dummy: bool = False,
     cached = _hub_snapshot(source, revision)
     if cached is not None:
         commit = cached.name if COMMIT_RE.fullmatch(cached.name) else revision
-        return ResolvedModel(model_id, source, commit, False, weights_digest(cached))
+        return ResolvedModel(model_id, source, commit, False, None if dummy else weights_digest(cached))
     snapshot, reason = _hub_commit(source, revision)
     if reason:
         what = f"catalogued as {source}" if known else "not a catalogued name (smallbench list models) or local path"

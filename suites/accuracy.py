@@ -57,6 +57,7 @@ class AccuracySettings(SuiteSettings):
 class AccuracySuite(Suite):
     name = "accuracy"
     settings_model = AccuracySettings
+    needs_real_weights = True
 
     def preflight(self, settings: AccuracySettings) -> None:
         from smallbench.errors import SmallbenchError

@@ -138,6 +138,8 @@ class Suite(ABC):
     uses_roofline: ClassVar[bool] = False
     #: Whether the suite measures the process's own memory, so that it runs first when suites share one load.
     runs_first: ClassVar[bool] = False
+    #: Whether the suite's figures mean nothing on random weights (``--dummy`` refuses it before any cell).
+    needs_real_weights: ClassVar[bool] = False
 
     def settings(self, overrides: dict[str, Any]) -> SuiteSettings:
         return self.settings_model.model_validate(overrides)

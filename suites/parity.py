@@ -23,6 +23,7 @@ class ParitySettings(SuiteSettings):
 class ParitySuite(Suite):
     name = "parity"
     settings_model = ParitySettings
+    needs_real_weights = True
 
     def run(self, backend: Backend, settings: ParitySettings, ctx: SuiteContext) -> SuiteResult:
         from smallbench import parity

@@ -51,6 +51,9 @@ RUN = [
     (["--output", "a-file/sub"], ["--output", "cannot be created"]),
     (["--model", "local-model", "--revision", "main"], ["--revision", "local path"]),
     (["--model", "minicpm4.1-8b"], ["--trust-remote-code"]),
+    (["--dummy", "--suite", "accuracy"], ["--dummy", "accuracy"]),  # random weights scored nothing worth keeping
+    (["--dummy", "--suite", "latency,parity"], ["--dummy", "parity"]),
+    (["--dummy", "--model", "empty-model"], ["--dummy", "config.json", "empty-model"]),
 ]
 
 OTHER = [
@@ -88,6 +91,7 @@ def test_run_refuses_before_any_cell(tmp_path, args, names):
     (tmp_path / "a-file").write_text("not a folder\n")
     (tmp_path / "local-model").mkdir()
     (tmp_path / "local-model" / "config.json").write_text("{}")
+    (tmp_path / "empty-model").mkdir()
     _one_line(run_cli("run", *args, cwd=tmp_path, timeout=120), names)
     assert not (tmp_path / "results").exists()  # nothing was written, no folder made
 

@@ -191,6 +191,8 @@ def test_dummy_folder_is_offline_and_cached():
     a = models.resolve("minicpm5-1b", dummy=True)
     b = models.resolve("minicpm5-1b", dummy=True)
     assert a.source == b.source and dummy.is_dummy(a.source)
+    builtin = models.resolve("tiny-llama", dummy=True)  # random weights: the built-in files' hash is not theirs
+    assert builtin.weights_sha256 is None and models.resolve("tiny-llama").weights_sha256
     cfg = json.loads((Path(a.source) / "config.json").read_text())
     assert cfg["hidden_size"] == 1536 and cfg["vocab_size"] == 130560
 
