@@ -306,7 +306,7 @@ def build_app(board: L.Board, skipped: list[str], where: str):
         backend, _, device = engine.partition(" on ") if engine != ANY_ENGINE else (None, "", "cuda")
         try:
             size = parse_bytes(memory, "memory", positive=True)
-            return L.fits(size, quant, int(context), backend=backend, device=device.lower()), ""
+            return L.fits(size, quant, int(context or 0), backend=backend, device=device.lower()), ""
         except (SmallbenchError, ValueError, KeyError) as exc:
             return pd.DataFrame(), f"error: {exc}"
 
