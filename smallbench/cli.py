@@ -739,7 +739,10 @@ def compare_table(verdicts, sides: tuple[str, str]) -> Table:
     for col in ("model", "suite", "metric", "A", "B", "runs", "B ÷ A [95 % CI] / McNemar", "verdict"):
         table.add_column(col, no_wrap=col != "metric", justify="right" if col in ("A", "B") else "left")
     for v in verdicts:
-        where = "".join(f" {k}={val}" for k, val in v.labels.items() if k in ("batch_size", "concurrency", "task"))
+        shown = {k: val for k, val in v.labels.items() if k in ("batch_size", "concurrency", "task", "subtask")}
+        if shown.get("subtask"):  # BLiMP's, MMLU's parts are told apart by their own task names
+            shown["task"] = shown["subtask"]
+        where = "".join(f" {k}={val}" for k, val in shown.items() if k != "subtask")
         if v.test == "mcnemar":
             stat = f"p = {v.p_value:.3g} ({v.n[1]} of {v.n[0]} items differ)"
         else:

@@ -124,6 +124,24 @@ def _items(rec: ResultRecord, m: Metric) -> dict[Any, float] | None:
     return dict(zip(ids, values, strict=True))
 
 
+def _group_items(rec: ResultRecord, m: Metric) -> dict[Any, float] | None:
+    """A group's items (BLiMP's, MMLU's): its subtasks' pooled, by subtask and document, where the group's figure is
+    their mean over every item (lm-eval's size-weighted aggregate), so that one test covers the headline figure."""
+    if m.samples_key or m.labels.get("subtask") is not None:
+        return None
+    pooled: dict[Any, float] = {}
+    for x in rec.metrics:
+        if x.name == m.name and x.labels.get("subtask") is not None and all(
+                x.labels.get(k) == m.labels.get(k) for k in ("task", "filter")):  # fmt: skip
+            items = _items(rec, x)
+            if items is None:
+                return None
+            pooled.update({(x.labels["subtask"], doc): v for doc, v in items.items()})
+    if not pooled or abs(float(np.mean(list(pooled.values()))) - m.value) > 1e-9:
+        return None  # not a plain mean of these items: pooling would test another figure
+    return pooled
+
+
 def _key(m: Metric) -> str:
     return m.name + json.dumps(m.labels, sort_keys=True, default=str)
 
@@ -138,12 +156,13 @@ def compare_records(a: ResultRecord | list[ResultRecord], b: ResultRecord | list
     out = []
     for ma in first_a.metrics:
         mb = theirs.get(_key(ma))
-        if mb is None or not ma.samples_key or not mb.samples_key:
+        if mb is None:
             continue
         base = {"model": first_a.model.id, "suite": first_a.suite, "metric": ma.name, "labels": ma.labels,
                 "unit": ma.unit, "a": ma.value, "b": mb.value, "sides": sides}  # fmt: skip
         if first_a.suite == "accuracy":
-            ia, ib = _items(first_a, ma), _items(first_b, mb)
+            items = _items if ma.samples_key and mb.samples_key else _group_items
+            ia, ib = items(first_a, ma), items(first_b, mb)
             if ia is None or ib is None:
                 continue
             both, only_b, only_a, p = mcnemar(ia, ib)
@@ -151,6 +170,8 @@ def compare_records(a: ResultRecord | list[ResultRecord], b: ResultRecord | list
             if verdict != SAME and ma.higher_is_better is not None:
                 verdict = "better" if (only_b > only_a) == ma.higher_is_better else "worse"
             out.append(Verdict(**base, test="mcnemar", verdict=verdict, p_value=p, n=(both, only_a + only_b)))
+            continue
+        if not ma.samples_key or not mb.samples_key:
             continue
         sa, sb = _runs(runs_a, ma), _runs(runs_b, mb)
         if not sa or not sb or min(map(len, sa + sb)) < 2 or np.median(np.concatenate(sa)) == 0:

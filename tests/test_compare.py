@@ -81,6 +81,40 @@ def test_accuracy_is_compared_item_by_item_whatever_the_order():
     assert v.verdict == "worse" and v.n == (60, 8) and v.p_value == pytest.approx(2 * 0.5**8)
 
 
+def _group(parts: dict[str, list[float]], group_value: float | None = None):
+    """An accuracy record of a group (as BLiMP's): a headline without items of its own, and its parts with theirs."""
+    rec = record("accuracy", "m", "transformers", "F32", hardware(0), random.Random(0))
+    pooled = [v for values in parts.values() for v in values]
+    rec.metrics = [Metric(name="acc", unit="fraction", higher_is_better=True, labels={"task": "g", "subtask": None,
+                          "filter": "none"}, value=float(np.mean(pooled)) if group_value is None else group_value)]
+    rec.samples, rec.extra = {}, {"items": {}}
+    for sub, values in parts.items():
+        key = f"acc[task={sub},filter=none]"
+        rec.metrics.append(Metric(name="acc", unit="fraction", value=float(np.mean(values)), higher_is_better=True,
+                                  samples_key=key, labels={"task": "g", "subtask": sub, "filter": "none"}))
+        rec.samples[key], rec.extra["items"][key] = values, list(range(len(values)))  # ids repeat across parts
+    return rec  # fmt: skip
+
+
+def test_a_groups_headline_is_tested_on_its_parts_items_pooled():
+    a = _group({"g_one": [1.0] * 20, "g_two": [1.0] * 20})
+    b = _group({"g_one": [0.0] * 5 + [1.0] * 15, "g_two": [0.0] * 4 + [1.0] * 16})  # 9 wrong over two parts
+    head, *parts = C.compare_records(a, b)
+    assert head.labels["subtask"] is None and head.n == (40, 9) and head.verdict == "worse"
+    assert head.p_value == pytest.approx(2 * 0.5**9) and [p.n for p in parts] == [(20, 5), (20, 4)]
+    from rich.console import Console
+
+    from smallbench.cli import compare_table
+
+    console = Console(width=300, record=True)
+    console.print(compare_table([head, *parts], ("a", "b")))
+    shown = console.export_text()  # each part under its own name, not 'task=g' three times
+    assert "acc task=g (fraction)" in shown and "task=g_one" in shown and "task=g_two" in shown
+    # a headline that is not the mean of its items (another aggregation) is not tested on them
+    (*parts,) = C.compare_records(_group({"g_one": [1.0] * 20, "g_two": [1.0] * 10}, 0.9), a)
+    assert all(p.labels["subtask"] for p in parts) and len(parts) == 2
+
+
 def test_cli_compares_two_folders_and_within_one_folder(tmp_path):
     rng = random.Random(0)
     hw = hardware(0)
