@@ -316,26 +316,24 @@ def model_config(model_id: str, revision: str | None = None) -> dict[str, Any]:
     if known is not None:
         return known.config
     local = Path(model_id).expanduser()
-    if _exists(local):
-        path = local / "config.json" if local.is_dir() else local
-        if not path.is_file():
-            raise SmallbenchError(f"cannot read a model config from '{model_id}': no config.json in that folder")
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise SmallbenchError(f"cannot read a model config from '{model_id}': {type(exc).__name__}") from None
-        if not isinstance(config, dict):
-            raise SmallbenchError(f"cannot read a model config from '{model_id}': {path.name} is not a JSON object")
-        return config
-    if model_id.count("/") != 1:
+    if not _exists(local) and model_id.count("/") != 1:
         raise SmallbenchError(f"unknown model '{model_id}': not a catalogued name, a local config, or a Hub id")
-    from huggingface_hub import hf_hub_download
-
+    if not _exists(local):  # a Hub id: the cache's snapshot, else the commit's config.json fetched (as resolve does)
+        snapshot, reason = (cached, None) if (cached := _hub_snapshot(model_id, revision)) else \
+            _hub_commit(model_id, revision)  # fmt: skip
+        if reason or snapshot is None:
+            raise SmallbenchError(f"cannot get the config.json of '{model_id}': {reason or 'not found'}")
+        local = snapshot
+    path = local / "config.json" if local.is_dir() else local
+    if not path.is_file():
+        raise SmallbenchError(f"cannot read a model config from '{model_id}': no config.json there")
     try:
-        return json.loads(Path(hf_hub_download(model_id, "config.json", revision=revision)).read_text())
-    except Exception as exc:
-        raise SmallbenchError(f"cannot get the config.json of '{model_id}' (offline and not cached, gated, or "
-                              f"missing): {type(exc).__name__}") from None  # fmt: skip
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SmallbenchError(f"cannot read a model config from '{model_id}': {type(exc).__name__}") from None
+    if not isinstance(config, dict):
+        raise SmallbenchError(f"cannot read a model config from '{model_id}': {path.name} is not a JSON object")
+    return config
 
 
 #: The distributions whose version decides whether a backend can run an architecture (``min_versions`` keys).

@@ -173,3 +173,8 @@ def test_a_hub_models_context_is_checked_from_the_hugging_face_cache(tmp_path):
                   env={"HF_HUB_CACHE": str(tmp_path / "hub")}, timeout=120)  # fmt: skip
     _one_line(res, ["608", "context", "someorg/small", "512 tokens"])
     assert not (tmp_path / "results").exists()
+    # models check reads the same cached config.json; it lacks dimensions, which it names in one line
+    _one_line(run_cli("models", "check", "someorg/small", cwd=tmp_path, env={"HF_HUB_CACHE": str(tmp_path / "hub")}),
+              ["llama", "lacks hidden_size"])  # fmt: skip
+    _one_line(run_cli("models", "check", "someorg/absent", cwd=tmp_path, env={"HF_HUB_CACHE": str(tmp_path / "hub")}),
+              ["someorg/absent", "offline"])  # fmt: skip

@@ -121,6 +121,12 @@ def test_models_pin_takes_the_commit_and_config_json_from_the_hub(tmp_path):
         assert report.returncode == 1, report.stderr
         assert {f.name: f.read_text() for f in cat.iterdir()} == before
         r = run_cli("models", "pin", *names, "--catalogue", str(cat), "--write", cwd=tmp_path, env=env)
+        hub.add("model", "someone/plain", {"config.json": json.dumps(minicpm.config).encode()})
+        check = run_cli("models", "check", "someone/plain", cwd=tmp_path, env=env)  # its config.json only
+        absent = run_cli("models", "check", "someone/absent", cwd=tmp_path, env=env)
+    assert check.returncode == 0 and "1,080,632,832 parameters" in check.stdout, check.stderr
+    want = "error: cannot get the config.json of 'someone/absent': no such repository (or it is private)"
+    assert absent.returncode == 2 and absent.stderr.strip() == want
     assert r.returncode == 1 and token not in r.stdout + r.stderr
     assert (f"nemotron-3-nano-4b: {nemotron.repo} at {sha}; config.json 2 keys differ: max_position_embeddings "
             '262144 → 131072; transformers_version (absent) → "5.3.0"') in r.stdout  # fmt: skip
