@@ -349,11 +349,12 @@ def fits(memory_bytes: int, quant: str = "Q4_K_M", context: int = 4096, overhead
         if e.role == "builtin":
             continue
         extra = sum(memory_allowances(backend, e.config, quant, device, memory_bytes).values())
-        f = sizing.fit(e.config, memory_bytes, quant, context, overhead + extra, params=e.params_total)
+        params = e.params_total or sizing.count_params(e.config).total  # counted where none is published
+        f = sizing.fit(e.config, memory_bytes, quant, context, overhead + extra, params=params)
         over = context > f.max_context  # the model cannot take such a context at all, whatever the memory
         fits = f"no: longer than its {f.max_context:,}-token maximum" if over else "yes" if f.fits else "no"
         rows.append({
-            "model": name, "role": e.role, "params total (B)": round((e.params_total or math.nan) / 1e9, 3),
+            "model": name, "role": e.role, "params total (B)": round(params / 1e9, 3),
             "weights (GiB)": round(f.weights / 2**30, 2), **({f"{backend} holds besides (GiB)":
                                                              round(extra / 2**30, 2)} if backend else {}),
             "KV per token (KiB)": f.kv.per_token / 1024,  # full-attention layers; the next column has them all

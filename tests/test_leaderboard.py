@@ -211,6 +211,8 @@ def test_what_fits_panel():
     row = df.set_index("model")
     assert row.loc["nemotron-3-nano-30b-a3b", "fits"] == "no"  # 31.6B in Q4_K_M is ~18 GiB
     assert row.loc["minicpm5-1b", "fits"] == "yes" and row.loc["minicpm5-1b", "sequences at this context"] > 1
+    assert row.loc["minicpm4.1-8b", "params total (B)"] == 8.185  # no published count: counted, as list models does
+    assert not row["params total (B)"].isna().any()
     with pytest.raises(SmallbenchError, match="context needs a positive"):  # the panel's number box, cleared or < 1
         L.fits(16 * 2**30, "Q4_K_M", 0)
     # a context beyond a model's maximum is no, whatever the memory (it was capped to the maximum and said yes)
