@@ -179,6 +179,8 @@ def run(
     run_id = runner.new_run_id()
     cells = runner.plan(resolved, backends, suites, settings, load, hardware, output, run_id, _split(quant) or None)
     runner_executor = get_executor(executor, hardware, software, **(ray_options if executor == "ray" else {}))
+    if executor == "ray":
+        runner_executor.connect()  # a cluster that cannot be reached is one line, before any progress bar
     if dry_run:
         wide_console().print(plan_table(cells, runner_executor, isolate, force))
         return

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,10 @@ class RayExecutor(Executor):
         """Ray, connected to the cluster at ``address`` (``auto``: the one this machine belongs to)."""
         ray = _ray()
         if not ray.is_initialized():
+            why = _unreachable(self.address)  # ray.init waits minutes on an address where nothing listens
+            if why:
+                raise SmallbenchError(f"no Ray cluster at '{self.address}' ({why}): start one with `ray start "
+                                      "--head` or pass --address HOST:PORT")  # fmt: skip
             try:
                 ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
             except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -154,3 +159,15 @@ def run_on_node(group_json: str, timeout: float, done: list[str], inject: str) -
             )  # fmt: skip
         text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
     return {"records": sorted(records.items()), "reused": reused, "log": text}
+
+
+def _unreachable(address: str, timeout: float = 5.0) -> str | None:
+    """Why nothing answers at ``address``'s HOST:PORT (``ray://`` too); None when something does, or for ``auto``."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"nothing answers at {host or '127.0.0.1'}:{port}: {one_line(exc)}"

@@ -51,6 +51,7 @@ RUN = [
     (["--output", "a-file/sub"], ["--output", "cannot be created"]),
     (["--model", "local-model", "--revision", "main"], ["--revision", "local path"]),
     (["--model", "minicpm4.1-8b"], ["--trust-remote-code"]),
+    (["--executor", "ray", "--address", "127.0.0.1:9"], ["no Ray cluster", "127.0.0.1:9"]),  # at once, not minutes
     (["--dummy", "--suite", "accuracy"], ["--dummy", "accuracy"]),  # random weights scored nothing worth keeping
     (["--dummy", "--suite", "latency,parity"], ["--dummy", "parity"]),
     (["--dummy", "--model", "empty-model"], ["--dummy", "config.json", "empty-model"]),
