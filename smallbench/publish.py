@@ -104,6 +104,8 @@ def write_space(out: Path, results: Path | None, repo: str | None = None) -> tup
 
     if repo:
         check_repo(repo)
+    if out.exists() and not out.is_dir():
+        raise SmallbenchError(f"'{out}' is a file; give a new folder for the Space")
     if out.exists() and any(out.iterdir()):
         raise SmallbenchError(f"'{out}' is not empty; give a new folder for the Space")
     pkg = out / "smallbench"

@@ -72,6 +72,7 @@ OTHER = [
     (["fit", "tiny-llama", "--kv-dtype", "int3"], ["--kv-dtype", "int3"]),
     (["fit", "tiny-llama", "--device", "cuda:abc"], ["--device", "'cuda:abc'"]),  # not made an emoji by rich
     (["models", "check", "nosuch"], ["nosuch"]),
+    (["space", "list.json", "--repo", "a/b"], ["list.json", "is a file"]),
     (["models", "check", "empty"], ["empty", "no config.json"]),
     (["models", "check", "list.json"], ["list.json", "not a JSON object"]),
 ]
