@@ -529,8 +529,12 @@ def fit(
     backend: Annotated[str | None, typer.Option(help="Add what this engine holds besides (vLLM: its share of a "
                                                      "GPU, or its embedding copies on a CPU).")] = None,
     device: Annotated[str, typer.Option(help="auto (a GPU if this machine has one), cpu, cuda or cuda:N.")] = "auto",
+    gpu: Annotated[str | None, typer.Option(help="A GPU or Apple chip by name ('RTX 4090', 'H100 PCIe', 'M3 Max') for "
+                                                 "the decode bound: its memory bandwidth from smallbench's table "
+                                                 "(default: this machine's GPU).")] = None,
 ) -> None:
-    """What fits in memory: weights, KV cache per token, the longest context and how many sequences at once."""
+    """What fits in memory: weights, KV cache per token, the longest context and how many sequences at once; and
+    the fastest a batch-1 decode can be on a GPU (its memory bandwidth over the bytes each token reads)."""
     from smallbench import models, sizing, validate
     from smallbench.backends import get_backend_class, memory_allowances
     from smallbench.hardware import hardware_info
@@ -545,6 +549,9 @@ def fit(
     on_gpu = device not in ("auto", "cpu") or bool(gpus)
     n = device.partition(":")[2]
     index = int(n) if n.isdigit() else 0  # cuda:N
+    if gpu is not None and sizing.table_bandwidth(gpu) is None:
+        raise SmallbenchError(f"--gpu '{gpu}' is not in smallbench's bandwidth table; choose from: "
+                              f"{', '.join(name for name, _ in sizing.DEVICE_BANDWIDTH)}")  # fmt: skip
     if memory is not None:
         total, where = sizing.parse_bytes(memory, "--memory", positive=True), memory
     elif on_gpu and index < len(gpus):
@@ -579,6 +586,15 @@ def fit(
     if kv.state_per_sequence:
         parts.append(f"+ {kv.state_per_sequence / 2**20:.1f} MiB SSM state per sequence")
     out(f"  KV cache      {' '.join(parts)}")
+    here = gpus[index] if on_gpu and gpu is None and index < len(gpus) else None
+    bandwidth = sizing.table_bandwidth(gpu) if gpu else here and (here.peak_bandwidth_bytes_s or
+                                                                  sizing.table_bandwidth(here.name))  # fmt: skip
+    if bandwidth:
+        at = min(context or 4096, f.max_context)
+        read = sizing.decode_bytes_per_token(config, f.weights, at, 1, kv_dtype or (
+            quant if quant in sizing.DTYPE_BYTES else "float16"))  # fmt: skip
+        out(f"  decode bound  {bandwidth / read:8,.0f} tok/s at most, one sequence at {at:,} tokens: "
+            f"{read / 1e9:.2f} GB read per token ÷ {bandwidth / 1e9:,.0f} GB/s ({gpu or here.name})")
     partial = get_backend_class(backend).partial_fit if backend else None  # e.g. llama.cpp's layer offload
     if f.longest_context == 0:
         need = f.weights + f.overhead + f.kv.bytes(1)

@@ -71,6 +71,7 @@ OTHER = [
     (["fit", "tiny-llama", "--context", "4096"], ["--context", "4,096", "2,048"]),
     (["fit", "tiny-llama", "--kv-dtype", "int3"], ["--kv-dtype", "int3"]),
     (["fit", "tiny-llama", "--device", "cuda:abc"], ["--device", "'cuda:abc'"]),  # not made an emoji by rich
+    (["fit", "tiny-llama", "--gpu", "RTX 9999"], ["--gpu", "RTX 9999", "RTX 4090"]),
     (["models", "check", "nosuch"], ["nosuch"]),
     (["space", "list.json", "--repo", "a/b"], ["list.json", "is a file"]),
     (["models", "check", "empty"], ["empty", "no config.json"]),

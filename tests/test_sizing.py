@@ -133,6 +133,28 @@ def test_fit_cli_says_why_mellum_does_not_fit(tmp_path):
     assert r.returncode == 2 and "cannot read 'lots' as a size" in r.stderr
 
 
+def test_fit_cli_gives_the_decode_bound_of_a_named_gpu(tmp_path):
+    """``--gpu NAME``: the table's bandwidth over the bytes one decode step reads (a MoE's routed experts only, the
+    KV cache at the context); the same arithmetic the roofline of every decode record uses."""
+    import re
+
+    for model, quant, gpu, bandwidth in (("tiny-aya-global", "Q4_K_M", "RTX 4090", 1008e9),
+                                         ("mellum2-12b-a2.5b", "bfloat16", "H100 PCIe", 2.0e12)):  # fmt: skip
+        r = run_cli("fit", model, "--memory", "80GB", "--quant", quant, "--gpu", gpu, "--context", "8192",
+                    cwd=tmp_path)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        tok_s = float(re.search(r"decode bound +([\d,]+) tok/s at most, one sequence at 8,192 tokens", r.stdout)
+                      .group(1).replace(",", ""))  # fmt: skip
+        config = models.entry(model).config
+        weights = sizing.weights_bytes(models.entry(model).params_total, quant)
+        read = sizing.decode_bytes_per_token(config, weights, 8192, 1, "float16" if quant == "Q4_K_M" else quant)
+        assert tok_s == pytest.approx(bandwidth / read, abs=0.5) and f"({gpu})" in r.stdout
+    mellum = models.entry("mellum2-12b-a2.5b")  # 2.44B of 12.15B active: a fifth of the weights read per token
+    assert tok_s > 4 * 2.0e12 / sizing.weights_bytes(mellum.params_total, "bfloat16")
+    r = run_cli("fit", "minicpm5-1b", "--memory", "16GB", "--device", "cpu", cwd=tmp_path)  # no GPU: no bound
+    assert r.returncode == 0 and "decode bound" not in r.stdout
+
+
 def test_fit_cli_adds_what_vllm_holds_besides(tmp_path):
     """``--backend vllm``: on a CPU its packed embedding copies (the rule tests/test_architectures.py holds to what
     vLLM's worker measures), on a GPU the share of memory it leaves free; both shrink what fits."""
