@@ -27,7 +27,13 @@ from smallbench import __version__, energy
 from smallbench.backends import Backend, BackendInfo, LoadedModelInfo, LoadSpec, get_backend_class
 from smallbench.backends.base import CLI_OPTIONS
 from smallbench.errors import SmallbenchError, one_line
-from smallbench.hardware import HardwareInfo, hardware_info, measure_memory_bandwidth, software_versions
+from smallbench.hardware import (
+    HardwareInfo,
+    hardware_info,
+    machine_bandwidth,
+    measure_memory_bandwidth,
+    software_versions,
+)
 from smallbench.results import LoadRecord, ModelRecord, ResultRecord, redact
 from smallbench.suites import SuiteContext, get_suite
 from smallbench.suites.base import Roofline, SuiteResult
@@ -99,7 +105,8 @@ def roofline(backend: BackendInfo, hardware: HardwareInfo, info: LoadedModelInfo
         bw = sizing.table_bandwidth(hardware.apple.chip, hardware.apple.gpu_cores)
         source = f"table: {hardware.apple.chip}"
     else:
-        bw, source = cpu_bandwidth, "measured: multi-threaded read of memory, best of before load and after close"
+        bw = cpu_bandwidth
+        source = "measured: best multi-threaded read of memory over a second before load and one after close"
     dtype = info.dtype if info.dtype in sizing.DTYPE_BYTES else "float16"  # llama.cpp / MLX quantized: f16 KV
     try:
         sizing.count_params(info.config)
@@ -263,22 +270,28 @@ def run_group(group: GroupSpec, emit: Callable[[int, ResultRecord | None], None]
     # a CPU measurement disturbed by anything else running is retaken with no engine up: the roofline records are
     # sent again with the better of the two
     if any(r.source.startswith("measured") for *_, r in roofs):
-        again = measure_memory_bandwidth()
+        this_run = max(bandwidth[0], measure_memory_bandwidth())
+        peak, reads, since = machine_bandwidth(hardware.fingerprint, [this_run])
+        source = (f"measured: best multi-threaded read of memory on this machine, {reads} runs since {since}; this "
+                  "run's is the better of a second before load and one after close")  # fmt: skip
         for i, rec, result, roof in roofs:
-            emit(i, _with_roofline(rec, result, roof, max(again, roof.bandwidth_bytes_s), roof.source))
+            emit(i, _with_roofline(rec, result, roof, peak, source if roof.source.startswith("measured") else
+                                   roof.source, this_run))  # fmt: skip
 
 
 #: The roofline's source while only the measurement before the load is in (the one after close comes at the end).
-BEFORE_LOAD = "measured: multi-threaded read of memory before the load"
+BEFORE_LOAD = "measured: best multi-threaded read of memory over a second before the load"
 
 
 def _with_roofline(rec: ResultRecord, result: SuiteResult, roof: Roofline, bandwidth: float,
-                   source: str) -> ResultRecord:  # fmt: skip
+                   source: str, this_run: float | None = None) -> ResultRecord:  # fmt: skip
     """The record with ``decode_bandwidth_pct`` at ``bandwidth`` (the suite's own result and roofline stay
-    unfinished, so that a better bandwidth can be applied later)."""
+    unfinished, so that a better bandwidth can be applied later); ``this_run``: the run's own measurement, kept."""
     result, roof = copy.deepcopy((result, roof))
     roof.source = source
     roof.finish(bandwidth)
+    if this_run is not None:
+        result.extra["roofline"]["this_run_bytes_s"] = this_run
     return rec.model_copy(update={"metrics": result.metrics, "samples": result.samples, "extra": result.extra})
 
 

@@ -36,9 +36,11 @@ def test_a_group_loads_once_and_its_records_equal_an_inline_run_apart_from_timin
     _, inline, _ = _run(tmp_path / "inline", InlineExecutor)
     assert [_shape(r) for r in inline] == [_shape(r) for r in local]
     assert [r.cell_id for r in local] == [c.spec.cell_id for c in cells]  # the cells' order, not the run order
-    # the roofline's bandwidth: the better of the measurements before the load and after the close
+    # the roofline's bandwidth: this machine's best, this run's (the better of before the load and after the close)
+    # kept with the earlier runs' in the cache
     roof = next(r for r in local if r.suite == "latency").extra["roofline"]
-    assert roof["source"].endswith("best of before load and after close") and roof["bandwidth_bytes_s"] > 0
+    assert "best multi-threaded read of memory on this machine" in roof["source"], roof["source"]
+    assert roof["bandwidth_bytes_s"] >= roof["this_run_bytes_s"] > 0
 
 
 def test_open_backend_gives_a_loaded_backend_and_closes_it():
