@@ -267,16 +267,15 @@ def run_group(group: GroupSpec, emit: Callable[[int, ResultRecord | None], None]
             if i not in recorded:
                 record(i, failed_record(spec, one_line(exc), hardware, software, backend_info, started))
         return
-    # a CPU measurement disturbed by anything else running is retaken with no engine up: the roofline records are
-    # sent again with the better of the two
+    # a CPU measurement disturbed by anything else running is retaken with no engine up; the roofline records are
+    # sent again against this machine's peak: the better of the two, kept with earlier runs' (their best)
     if any(r.source.startswith("measured") for *_, r in roofs):
         this_run = max(bandwidth[0], measure_memory_bandwidth())
         peak, reads, since = machine_bandwidth(hardware.fingerprint, [this_run])
         source = (f"measured: best multi-threaded read of memory on this machine, {reads} runs since {since}; this "
                   "run's is the better of a second before load and one after close")  # fmt: skip
-        for i, rec, result, roof in roofs:
-            emit(i, _with_roofline(rec, result, roof, peak, source if roof.source.startswith("measured") else
-                                   roof.source, this_run))  # fmt: skip
+        for i, rec, result, roof in roofs:  # one backend per group: all of them measured
+            emit(i, _with_roofline(rec, result, roof, peak, source, this_run))
 
 
 #: The roofline's source while only the measurement before the load is in (the one after close comes at the end).
