@@ -310,11 +310,13 @@ def _file_sha256(f: Path) -> str:
 
 
 def model_config(model_id: str, revision: str | None = None) -> dict[str, Any]:
-    """The config.json of a model without its weights: a catalogued name's embedded config, a local folder's or
-    file's, or a Hub repo's (from the cache, else downloaded: one small file)."""
+    """The config.json of a model without its weights: a catalogued name's embedded config (its repo's at another
+    ``revision``), a local folder's or file's, or a Hub repo's (from the cache, else downloaded: one small file)."""
     known = entry(model_id)
-    if known is not None:
+    if known is not None and (revision is None or revision == known.revision or known.repo == "builtin"):
         return known.config
+    if known is not None:  # another revision of a catalogued model: its repo's config.json at that revision
+        model_id = known.repo
     local = Path(model_id).expanduser()
     if not _exists(local) and model_id.count("/") != 1:
         raise SmallbenchError(f"unknown model '{model_id}': not a catalogued name, a local config, or a Hub id")

@@ -124,6 +124,13 @@ def test_models_pin_takes_the_commit_and_config_json_from_the_hub(tmp_path):
         hub.add("model", "someone/plain", {"config.json": json.dumps(minicpm.config).encode()})
         check = run_cli("models", "check", "someone/plain", cwd=tmp_path, env=env)  # its config.json only
         absent = run_cli("models", "check", "someone/absent", cwd=tmp_path, env=env)
+        # a catalogued name at another revision: its repo's config.json there (a 4,096-token context)
+        shorter = json.dumps({**minicpm.config, "max_position_embeddings": 4096}).encode()
+        minicpm_sha = hub.add("model", minicpm.repo, {"config.json": shorter})
+        at_sha = run_cli("fit", "minicpm5-1b", "--revision", minicpm_sha, "--memory", "8GB", cwd=tmp_path, env=env)
+        no_rev = run_cli("fit", "minicpm5-1b", "--revision", "f" * 40, "--memory", "8GB", cwd=tmp_path, env=env)
+    assert at_sha.returncode == 0 and "model maximum 4,096" in at_sha.stdout, at_sha.stderr
+    assert no_rev.returncode == 2 and f"no revision '{'f' * 40}'" in no_rev.stderr, no_rev.stderr
     assert check.returncode == 0 and "1,080,632,832 parameters" in check.stdout, check.stderr
     want = "error: cannot get the config.json of 'someone/absent': no such repository (or it is private)"
     assert absent.returncode == 2 and absent.stderr.strip() == want
