@@ -195,8 +195,11 @@ def open_backend(model: str = "tiny-llama", backend: str = "transformers", *, qu
 
     ``load`` takes :class:`LoadSpec`'s fields (``device``, ``dtype``, ``dummy``, ``trust_remote_code``, ``options``).
     """
+    from smallbench import validate
     from smallbench.models import resolve
 
+    validate.check_choice("device", load.get("device", "auto"), validate.DEVICE)  # as the CLI checks them
+    validate.check_choice("dtype", load.get("dtype", "auto"), validate.DTYPES)
     m = resolve(model, revision, load.get("dummy", False), load.get("trust_remote_code", False))
     return opened(backend, LoadSpec(model_id=m.id, source=m.source, revision=m.revision, quant=quant, **load))
 
@@ -205,8 +208,8 @@ def run_group(group: GroupSpec, emit: Callable[[int, ResultRecord | None], None]
     """Run a group's suites, in order, against one load of its model. ``emit(i, None)`` announces cell ``i``
     (before the load for the first); ``emit(i, record)`` hands back its record (ok or failed). A suite that raises
     fails alone; a load that fails fails every cell. Where the CPU's bandwidth is measured, a roofline record is
-    emitted twice: first with the measurement before the load, then with the better of it and one taken after the
-    engine closed (the caller keeps the last)."""
+    emitted twice: first with the measurement before the load, then against this machine's peak, which takes in
+    the better of it and one after the engine closed (the caller keeps the last)."""
     started = time.perf_counter()
     hardware, software = hardware_info(), software_versions()
     first = group.cells[0]

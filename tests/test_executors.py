@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 import smallbench
 from smallbench import runner
+from smallbench.errors import SmallbenchError
 from smallbench.executors import InlineExecutor, LocalExecutor
 from smallbench.hardware import hardware_info, software_versions
 from smallbench.models import resolve
@@ -41,6 +44,12 @@ def test_a_group_loads_once_and_its_records_equal_an_inline_run_apart_from_timin
     roof = next(r for r in local if r.suite == "latency").extra["roofline"]
     assert "best multi-threaded read of memory on this machine" in roof["source"], roof["source"]
     assert roof["bandwidth_bytes_s"] >= roof["this_run_bytes_s"] > 0
+
+
+def test_open_backend_refuses_a_device_or_dtype_it_does_not_know():
+    for load in ({"device": "tpu"}, {"dtype": "float7"}):
+        with pytest.raises(SmallbenchError, match=next(iter(load.values()))):  # not torch's RuntimeError after a load
+            smallbench.open_backend("tiny-llama", "transformers", **load)
 
 
 def test_open_backend_gives_a_loaded_backend_and_closes_it():
