@@ -97,10 +97,7 @@ def roofline(backend: BackendInfo, hardware: HardwareInfo, info: LoadedModelInfo
         return None
     device = (backend.device or "cpu").lower()
     if device.startswith("cuda") and hardware.gpus:
-        gpu = hardware.gpus[int(device.split(":")[1]) if ":" in device else 0]
-        bw, source = gpu.peak_bandwidth_bytes_s, f"NVML: {gpu.name} memory clock × bus width"
-        if not bw:
-            bw, source = sizing.table_bandwidth(gpu.name), f"table: {gpu.name}"
+        bw, source = hardware.gpus[int(device.split(":")[1]) if ":" in device else 0].bandwidth()
     elif device in ("mps", "metal", "gpu") and hardware.apple:
         bw = sizing.table_bandwidth(hardware.apple.chip, hardware.apple.gpu_cores)
         source = f"table: {hardware.apple.chip}"

@@ -586,15 +586,18 @@ def fit(
     if kv.state_per_sequence:
         parts.append(f"+ {kv.state_per_sequence / 2**20:.1f} MiB SSM state per sequence")
     out(f"  KV cache      {' '.join(parts)}")
-    here = gpus[index] if on_gpu and gpu is None and index < len(gpus) else None
-    bandwidth = sizing.table_bandwidth(gpu) if gpu else here and (here.peak_bandwidth_bytes_s or
-                                                                  sizing.table_bandwidth(here.name))  # fmt: skip
+    if gpu is not None:
+        bandwidth, named = sizing.table_bandwidth(gpu), gpu
+    elif on_gpu and index < len(gpus):  # this machine's
+        bandwidth, named = gpus[index].bandwidth()[0], gpus[index].name
+    else:
+        bandwidth = named = None
     if bandwidth:
         at = min(context or 4096, f.max_context)
         read = sizing.decode_bytes_per_token(config, f.weights, at, 1, kv_dtype or (
             quant if quant in sizing.DTYPE_BYTES else "float16"))  # fmt: skip
         out(f"  decode bound  {bandwidth / read:8,.0f} tok/s at most, one sequence at {at:,} tokens: "
-            f"{read / 1e9:.2f} GB read per token ÷ {bandwidth / 1e9:,.0f} GB/s ({gpu or here.name})")
+            f"{read / 1e9:.2f} GB read per token ÷ {bandwidth / 1e9:,.0f} GB/s ({named})")
     partial = get_backend_class(backend).partial_fit if backend else None  # e.g. llama.cpp's layer offload
     if f.longest_context == 0:
         need = f.weights + f.overhead + f.kv.bytes(1)

@@ -27,6 +27,15 @@ class GPUInfo(BaseModel):
     #: Peak DRAM bandwidth = max memory clock × 2 (double data rate) × bus width / 8.
     peak_bandwidth_bytes_s: float | None = None
 
+    def bandwidth(self) -> tuple[float | None, str]:
+        """Peak memory bandwidth and where it comes from: NVML's memory clock × bus width, else smallbench's table
+        (None where neither knows this GPU)."""
+        if self.peak_bandwidth_bytes_s:
+            return self.peak_bandwidth_bytes_s, f"NVML: {self.name} memory clock × bus width"
+        from smallbench.sizing import table_bandwidth
+
+        return table_bandwidth(self.name), f"table: {self.name}"
+
 
 class AppleInfo(BaseModel):
     chip: str

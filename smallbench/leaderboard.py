@@ -17,7 +17,6 @@ from typing import Any
 import pandas as pd
 
 from smallbench.backends import config_label
-from smallbench.errors import SmallbenchError
 from smallbench.metrics import METRICS
 from smallbench.results import Metric, ResultRecord
 
@@ -341,8 +340,6 @@ def fits(memory_bytes: int, quant: str = "Q4_K_M", context: int = 4096, overhead
     from smallbench import models, sizing
     from smallbench.backends import get_backend_class, memory_allowances
 
-    if context < 1:
-        raise SmallbenchError(f"context needs a positive number of tokens, got {context}")
     partial = get_backend_class(backend).partial_fit if backend else None
     rows = []
     for name, e in models.catalogue().items():

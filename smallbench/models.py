@@ -321,8 +321,9 @@ def model_config(model_id: str, revision: str | None = None) -> dict[str, Any]:
     if not _exists(local) and model_id.count("/") != 1:
         raise SmallbenchError(f"unknown model '{model_id}': not a catalogued name, a local config, or a Hub id")
     if not _exists(local):  # a Hub id: the cache's snapshot, else the commit's config.json fetched (as resolve does)
-        snapshot, reason = (cached, None) if (cached := _hub_snapshot(model_id, revision)) else \
-            _hub_commit(model_id, revision)  # fmt: skip
+        snapshot, reason = _hub_snapshot(model_id, revision), None
+        if snapshot is None:
+            snapshot, reason = _hub_commit(model_id, revision)
         if reason or snapshot is None:
             raise SmallbenchError(f"cannot get the config.json of '{model_id}': {reason or 'not found'}")
         local = snapshot

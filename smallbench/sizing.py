@@ -331,6 +331,8 @@ def fit(config: dict[str, Any], memory: int, kind: str = "bfloat16", context: in
     """What fits in ``memory`` bytes: weights in ``kind`` (``params`` of them, else counted from the config), a KV
     cache in ``kv_dtype`` (``kind`` if it is a float type, else float16, as llama.cpp and MLX keep it), and
     ``overhead`` bytes the runtime needs besides."""
+    if context is not None and context < 1:
+        raise SmallbenchError(f"context needs a positive number of tokens, got {context}")
     params = params or count_params(config).total
     weights = weights_bytes(params, kind)
     kv = kv_size(config, kv_dtype or (kind if kind in DTYPE_BYTES else "float16"))
