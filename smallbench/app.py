@@ -94,15 +94,17 @@ def _label(row: pd.Series) -> str:
     return " · ".join(str(p) for p in [*parts, row["hardware"]] if p)
 
 
+#: The measured columns, the roofline's bound (value and kind) beside it.
+MEASURED = [c for col in L.COLUMNS for c in ((col, L.BOUND, L.BOUND_KIND) if col == L.ROOFLINE else (col,))]
 #: The columns the table shows until a visitor picks others (every column is in the picker and the CSV).
 SHOWN = ["model", "params total (B)", "backend", "config", "quant", "weights", L.SHAPE, "hardware", L.ACC_AVG,
-         *L.COLUMNS]
+         *MEASURED]
 
 
 def display_columns(df: pd.DataFrame) -> list[str]:
     """Every column in display order: identity first, accuracy, measured columns, bookkeeping last."""
-    cols = [*L.IDENTITY, L.ACC_AVG, *L.accuracy_columns(df), *L.COLUMNS, L.PARITY, "best at", "memory source",
-            "cells", "failed", "updated"]  # fmt: skip
+    cols = [*L.IDENTITY, L.ACC_AVG, *L.accuracy_columns(df), *MEASURED, L.PARITY, "best at", "memory source",
+            "cells", "failed", "updated"]
     return [c for c in cols if c in df.columns or c in L.IDENTITY]
 
 
@@ -226,6 +228,10 @@ def methodology_markdown() -> str:
         "for seconds, GiB for bytes and % for fractions.",
         reference_markdown(),
         "## Which number a row shows\n" + "\n".join(line.strip() for line in rules.strip().splitlines()),
+        f"## Roofline\n`{L.ROOFLINE}` is a share of the bandwidth in `{L.BOUND}`; `{L.BOUND_KIND}` says what that "
+        "is: NVML's clock × bus width or a data sheet on a GPU, a measurement on a CPU (this machine's best read; "
+        "records before 2026-12-01 measured one run's copy, which reads lower). Shares compare only between rows of "
+        "one kind of bound.",
         "## Accuracy\nPer task: " + ", then ".join(L.PRIMARY_ACCURACY) + " (the first the task reports; the strict "
         "filter first for generation tasks). The average is over tasks scored as fractions. Rows with dummy "
         "(random) weights carry no accuracy.",

@@ -272,14 +272,16 @@ def run_group(group: GroupSpec, emit: Callable[[int, ResultRecord | None], None]
     if any(r.source.startswith("measured") for *_, r in roofs):
         this_run = max(bandwidth[0], measure_memory_bandwidth())
         peak, reads, since = machine_bandwidth(hardware.fingerprint, [this_run])
-        source = (f"measured: best multi-threaded read of memory on this machine, {reads} runs since {since}; this "
-                  "run's is the better of a second before load and one after close")  # fmt: skip
+        source = MACHINE_BEST.format(reads=reads, since=since)
         for i, rec, result, roof in roofs:  # one backend per group: all of them measured
             emit(i, _with_roofline(rec, result, roof, peak, source, this_run))
 
 
 #: The roofline's source while only the measurement before the load is in (the one after close comes at the end).
 BEFORE_LOAD = "measured: best multi-threaded read of memory over a second before the load"
+#: The roofline's final source on a CPU: this machine's best (smallbench.hardware.machine_bandwidth).
+MACHINE_BEST = ("measured: best multi-threaded read of memory on this machine, {reads} runs since {since}; this run's "
+                "is the better of a second before load and one after close")  # fmt: skip
 
 
 def _with_roofline(rec: ResultRecord, result: SuiteResult, roof: Roofline, bandwidth: float,

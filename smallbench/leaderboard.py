@@ -51,6 +51,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 TTFT, TTFT99, TPOT, DECODE, THROUGHPUT, PEAK, ROOFLINE, ENERGY = COLUMNS
 ACC_AVG = "accuracy avg (%)"
+#: The bandwidth the roofline column is a share of, and its kind: shares of different kinds do not compare.
+BOUND, BOUND_KIND = "roofline bound (GB/s)", "roofline bound"
 #: Largest |Δ log-likelihood| of the parity probes against the same weights on Transformers (smallbench.parity).
 PARITY = "parity max |Δ loglik| vs transformers"
 SHAPE = "shape (prompt→gen tokens)"
@@ -242,6 +244,10 @@ def build(records: Iterable[ResultRecord]) -> Board:
                 row["best at"] = hit[2] if hit else ""
             if col == PEAK:
                 row["memory source"] = ("NVML" if hit[1].name.startswith("nvml") else "RSS") if hit else ""
+            if col == ROOFLINE:
+                bound = hit[0].roofline_bound() if hit else None
+                row[BOUND] = bound[0] / 1e9 if bound else math.nan
+                row[BOUND_KIND] = bound[1] if bound else ""
         fractions: dict[str, float] = {}
         if not rec.model.dummy:  # random weights score nothing worth showing
             acc = [r for r in recs if r.suite == "accuracy" and r.status == "ok"]
@@ -259,7 +265,7 @@ def build(records: Iterable[ResultRecord]) -> Board:
     df = pd.DataFrame(rows)
     if df.empty:
         df = pd.DataFrame(columns=[*IDENTITY, "hardware_id", *COLUMNS, ACC_AVG])
-    for col in [*COLUMNS, ACC_AVG, PARITY, "params total (B)", "params active (B)"]:
+    for col in [*COLUMNS, ACC_AVG, PARITY, BOUND, "params total (B)", "params active (B)"]:
         df[col] = pd.to_numeric(df.get(col), errors="coerce")
     return Board(df, by_row, len(records))
 

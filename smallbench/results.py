@@ -94,6 +94,15 @@ class ResultRecord(BaseModel):
     def metric(self, name: str) -> Metric | None:
         return next((m for m in self.metrics if m.name == name), None)
 
+    def roofline_bound(self) -> tuple[float, str] | None:
+        """The bandwidth (bytes/s) its ``decode_bandwidth_pct`` is a share of, and what kind of bound that is
+        (:func:`smallbench.sizing.bound_kind`); None for a record without one."""
+        from smallbench.sizing import bound_kind
+
+        roof = self.extra.get("roofline") or {}
+        bw = roof.get("bandwidth_bytes_s")
+        return (float(bw), bound_kind(str(roof.get("source", "")))) if bw else None
+
 
 _TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{20,}")
 
@@ -257,6 +266,8 @@ def records_to_frame(records: list[ResultRecord]):
                 row.update(m.stats.model_dump())
             if m.drift:
                 row.update(slowdown=m.drift.slowdown, slowdown_flag=m.drift.flag)
+            if m.name == "decode_bandwidth_pct" and (bound := r.roofline_bound()):
+                row.update(bound_bytes_s=bound[0], bound_kind=bound[1])
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -429,6 +429,21 @@ def table_bandwidth(device_name: str, gpu_cores: int | None = None) -> float | N
     return None
 
 
+def bound_kind(source: str) -> str:
+    """What a roofline's bandwidth is, from the source a record gives it, in a few words. Percentages of bounds of
+    different kinds do not compare: a CPU's copy reads ~20 % below its read, one run's read below the machine's best
+    (docs/metrics.md, "Roofline")."""
+    if source.startswith("NVML"):
+        return "NVML clock × bus"
+    if source.startswith("table"):
+        return "data sheet"
+    if source.startswith("measured"):
+        if "copy" in source:
+            return "CPU copy, one run"
+        return "CPU read, machine's best" if "on this machine" in source else "CPU read, one run"
+    return source
+
+
 def decode_bytes_per_token(config: dict[str, Any], weights_bytes: int, context: int, batch: int = 1,
                            kv_dtype: str = "float16") -> float:  # fmt: skip
     """Bytes a decode step reads from memory per generated token: the weights one token uses (every layer; a

@@ -60,14 +60,18 @@ def test_one_row_per_weights_backend_hardware_and_the_rules_for_each_column():
     assert row[L.THROUGHPUT] == pytest.approx(best.value) and row["best at"] == f"batch {best.labels['batch_size']}"
     assert row[L.PEAK] == pytest.approx(recs[2].metric("peak_rss_bytes").value / 2**30)
     assert row["memory source"] == "RSS"
+    assert (row[L.BOUND], row[L.BOUND_KIND]) == (pytest.approx(48.0), "CPU read, machine's best")
+    gpu_row = df[df.hardware_id == gpu.fingerprint].iloc[0]
+    assert (gpu_row[L.BOUND], gpu_row[L.BOUND_KIND]) == (pytest.approx(3350.0), "NVML clock × bus")
     accs = [m.value * 100 for m in recs[3].metrics]
     assert row[L.ACC_AVG] == pytest.approx(sum(accs) / len(accs))
     assert row["role"] == "sponsor" and row["params total (B)"] == pytest.approx(1.080632832)
     vllm = df[df.backend == "vllm"].iloc[0]  # decode from the throughput suite's batch 1; nothing else measured
     want = next(m.value for m in recs[5].metrics if m.name == "output_tok_s" and m.labels["batch_size"] == 1)
     assert vllm[L.THROUGHPUT] >= want
-    for col in (L.TTFT, L.PEAK, L.ENERGY, L.ACC_AVG):  # missing is missing, never 0
+    for col in (L.TTFT, L.PEAK, L.ENERGY, L.ACC_AVG, L.BOUND):  # missing is missing, never 0
         assert math.isnan(vllm[col]), col
+    assert vllm[L.BOUND_KIND] == ""
 
 
 def test_workload_shapes_never_share_a_row_and_accuracy_joins_each():

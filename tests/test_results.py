@@ -62,6 +62,31 @@ def test_tidy_frame_and_failed_rows(tmp_path):
     assert bad["error"] == "boom" and pd.isna(bad["metric"])
 
 
+def test_a_roofline_share_carries_its_bound_and_the_kind_of_bound(tmp_path):
+    """Shares of different kinds of bound do not compare (a copy, one run's read, the machine's best read, NVML):
+    the tidy frame and the leaderboard say which each is, old records included."""
+    from smallbench.cell import BEFORE_LOAD, MACHINE_BEST
+
+    sources = {
+        "measured: multi-threaded memory copy, best of before load and after close": "CPU copy, one run",  # results/
+        BEFORE_LOAD: "CPU read, one run",
+        MACHINE_BEST.format(reads=12, since="2026-12-01"): "CPU read, machine's best",
+        "NVML: NVIDIA H200 memory clock × bus width": "NVML clock × bus",
+        "table: Apple M3 Max": "data sheet",
+    }
+    for i, source in enumerate(sources):
+        rec = _record(cell=f"c{i}")
+        rec.metrics.append(Metric(name="decode_bandwidth_pct", unit="%", value=50.0, labels={"batch_size": 1}))
+        rec.extra["roofline"] = {"bandwidth_bytes_s": 1e9 * (i + 1), "source": source}
+        write_record(rec, tmp_path / f"{i}.json")
+    write_record(_record(cell="none"), tmp_path / "none.json")  # no roofline: no bound
+    df = load_results(tmp_path)
+    pct = df[df.metric == "decode_bandwidth_pct"].sort_values("bound_bytes_s")
+    assert pct.bound_kind.tolist() == list(sources.values())
+    assert pct.bound_bytes_s.tolist() == [1e9 * (i + 1) for i in range(len(sources))]
+    assert df[df.metric == "ttft"].bound_kind.isna().all()
+
+
 def test_bad_files_warn_and_are_skipped(tmp_path):
     write_record(_record(), tmp_path / "ok.json")
     (tmp_path / "junk.json").write_text("{not json")
