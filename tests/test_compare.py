@@ -165,3 +165,12 @@ def test_cli_takes_several_runs_per_side(tmp_path):
     assert rows["tpot"]["runs_a"] == rows["tpot"]["runs_b"] == 3 and rows["tpot"]["verdict"] == C.SAME
     one = run_cli("compare", "a2", "b0", cwd=tmp_path)  # one run each: says what it cannot know
     assert one.returncode == 0 and "one run on a side" in one.stdout
+
+
+def test_roofline_shares_are_compared_only_against_one_kind_of_bound():
+    """A share of a CPU copy against a share of a read would be a verdict on the bound, not on the decode."""
+    a, b = (record("latency", "m", "llama-cpp", "Q8_0", hardware(0), random.Random(i)) for i in (1, 2))
+    assert "decode_bandwidth_pct" in {v.metric for v in C.compare_records(a, b)}  # both: the machine's best read
+    b.extra["roofline"]["source"] = "measured: multi-threaded memory copy, best of before load and after close"
+    verdicts = {v.metric for v in C.compare_records(a, b)}
+    assert "decode_bandwidth_pct" not in verdicts and "decode_tok_s" in verdicts
