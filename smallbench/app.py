@@ -22,6 +22,7 @@ from smallbench import support
 from smallbench.metrics import reference_markdown
 from smallbench.publish import REPO_RE
 from smallbench.results import scan_records
+from smallbench.sizing import DEVICE_BANDWIDTH
 
 #: Where the app reads records when neither an argument nor SMALLBENCH_RESULTS_REPO says otherwise.
 DEFAULT_RESULTS = "results"
@@ -29,6 +30,8 @@ ALL = "(all hardware)"
 ANY_ENGINE = "(weights + KV cache only)"
 #: the "what fits" panel's engines: each adds what it holds besides (smallbench.backends.memory_allowances)
 ENGINES = [ANY_ENGINE, *(f"{b} on {d}" for b in support.BACKENDS for d in ("GPU", "CPU"))]
+#: the "what fits" panel without a decode bound (else a device of smallbench.sizing.DEVICE_BANDWIDTH)
+NO_GPU = "(none)"
 #: Rows the table sends to the browser at once (a visitor picks from PAGES), best first by the chosen column; the
 #: CSV has every matching row.
 PAGE = 50
@@ -305,14 +308,15 @@ def build_app(board: L.Board, skipped: list[str], where: str):
         rows = df[(df["model"] == model) & ((df["hardware"] == hw) if hw != ALL else True)]
         return compare_figure(board, rows, col), distribution_figure(board, rows), concurrency_figure(board, rows)
 
-    def on_fit(memory, quant, context, engine):
+    def on_fit(memory, quant, context, engine, gpu):
         from smallbench.errors import SmallbenchError
         from smallbench.sizing import parse_bytes
 
         backend, _, device = engine.partition(" on ") if engine != ANY_ENGINE else (None, "", "cuda")
         try:
             size = parse_bytes(memory, "memory", positive=True)
-            return L.fits(size, quant, int(context or 0), backend=backend, device=device.lower()), ""
+            return L.fits(size, quant, int(context or 0), backend=backend, device=device.lower(),
+                          gpu=None if gpu == NO_GPU else gpu), ""
         except (SmallbenchError, ValueError, KeyError) as exc:
             return pd.DataFrame(), f"error: {exc}"
 
@@ -378,9 +382,11 @@ def build_app(board: L.Board, skipped: list[str], where: str):
                 w_ctx = gr.Number(4096, label="context (tokens)", precision=0)
                 w_engine = gr.Dropdown(ENGINES, value=ANY_ENGINE, label="engine (adds what it holds besides)",
                                        elem_id="w-engine")  # fmt: skip
+                w_gpu = gr.Dropdown([NO_GPU, *(name for name, _ in DEVICE_BANDWIDTH)], value=NO_GPU,
+                                    label="GPU or Apple chip (decode bound: its bandwidth)", elem_id="w-gpu")
             w_err = gr.Textbox(show_label=False, interactive=False, elem_id="w-err")
             w_table = gr.Dataframe(interactive=False, elem_id="fits")
-            w_inputs = [w_mem, w_quant, w_ctx, w_engine]
+            w_inputs = [w_mem, w_quant, w_ctx, w_engine, w_gpu]
             for comp in w_inputs:
                 comp.change(on_fit, w_inputs, [w_table, w_err])
             demo.load(on_fit, w_inputs, [w_table, w_err])

@@ -594,9 +594,8 @@ def fit(
         bandwidth = named = None
     if bandwidth:
         at = min(context or 4096, f.max_context)
-        read = sizing.decode_bytes_per_token(config, f.weights, at, 1, kv_dtype or (
-            quant if quant in sizing.DTYPE_BYTES else "float16"))  # fmt: skip
-        out(f"  decode bound  {bandwidth / read:8,.0f} tok/s at most, one sequence at {at:,} tokens: "
+        tok_s, read = sizing.decode_bound(config, f, bandwidth, at)
+        out(f"  decode bound  {tok_s:8,.0f} tok/s at most, one sequence at {at:,} tokens: "
             f"{read / 1e9:.2f} GB read per token ÷ {bandwidth / 1e9:,.0f} GB/s ({named})")
     partial = get_backend_class(backend).partial_fit if backend else None  # e.g. llama.cpp's layer offload
     if f.longest_context == 0:

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from smallbench.backends import config_label
+from smallbench.errors import SmallbenchError
 from smallbench.metrics import METRICS
 from smallbench.results import Metric, ResultRecord
 
@@ -339,14 +340,17 @@ def filter_table(df: pd.DataFrame, hardware: list[str] | None = None, backends: 
 
 
 def fits(memory_bytes: int, quant: str = "Q4_K_M", context: int = 4096, overhead: int = 2**30,
-         backend: str | None = None, device: str = "cuda") -> pd.DataFrame:  # fmt: skip
+         backend: str | None = None, device: str = "cuda", gpu: str | None = None) -> pd.DataFrame:  # fmt: skip
     """The sizing module's answer for every catalogued model at one memory budget (plus what ``backend`` holds
     besides on ``device``, and what it can still run where a model does not fit, as ``smallbench fit --backend``
-    says)."""
+    says; with ``gpu``, a name in the bandwidth table, the fastest one sequence decodes there, as ``fit --gpu``)."""
     from smallbench import models, sizing
     from smallbench.backends import get_backend_class, memory_allowances
 
     partial = get_backend_class(backend).partial_fit if backend else None
+    bandwidth = sizing.table_bandwidth(gpu) if gpu else None
+    if gpu and not bandwidth:
+        raise SmallbenchError(f"'{gpu}' is not in smallbench's bandwidth table")
     rows = []
     for name, e in models.catalogue().items():
         if e.role == "builtin":
@@ -365,6 +369,9 @@ def fits(memory_bytes: int, quant: str = "Q4_K_M", context: int = 4096, overhead
             "fits": fits, "sequences at this context": 0 if over else f.sequences_at_context,
             "longest context (tokens)": f.longest_context,
         })  # fmt: skip
+        if bandwidth:
+            rows[-1][f"decode bound on {gpu} (tok/s)"] = math.nan if over else round(
+                sizing.decode_bound(e.config, f, bandwidth, f.context)[0])
         if partial:
             line = None if f.fits or over else partial(e.config, quant, device, memory_bytes, f.context, f.overhead)
             rows[-1][f"{backend} when it does not fit"] = line or ""

@@ -320,6 +320,7 @@ class Fit:
     max_context: int  # the model's own limit
     sequences_at_context: int  # concurrent sequences of ``context`` tokens that fit
     longest_context: int  # the longest single sequence that fits (≤ max_context)
+    kv_dtype: str = "float16"
 
     @property
     def fits(self) -> bool:
@@ -335,7 +336,8 @@ def fit(config: dict[str, Any], memory: int, kind: str = "bfloat16", context: in
         raise SmallbenchError(f"context needs a positive number of tokens, got {context}")
     params = params or count_params(config).total
     weights = weights_bytes(params, kind)
-    kv = kv_size(config, kv_dtype or (kind if kind in DTYPE_BYTES else "float16"))
+    kv_dtype = kv_dtype or (kind if kind in DTYPE_BYTES else "float16")
+    kv = kv_size(config, kv_dtype)
     max_ctx = int(text_config(config).get("max_position_embeddings") or 4096)
     ctx = min(context or max_ctx, max_ctx)
     free = memory - weights - overhead
@@ -349,7 +351,14 @@ def fit(config: dict[str, Any], memory: int, kind: str = "bfloat16", context: in
             lo, hi = (mid, hi) if kv.bytes(mid) <= free else (lo, mid - 1)
         longest = lo
     return Fit(memory=memory, weights=weights, kv=kv, overhead=overhead, context=ctx, max_context=max_ctx,
-               sequences_at_context=int(seqs), longest_context=longest)  # fmt: skip
+               sequences_at_context=int(seqs), longest_context=longest, kv_dtype=kv_dtype)  # fmt: skip
+
+
+def decode_bound(config: dict[str, Any], f: Fit, bandwidth: float, context: int) -> tuple[float, float]:
+    """The fastest one sequence can decode at ``context`` tokens with ``f``'s weights and KV cache on a device of
+    ``bandwidth`` bytes/s (tok/s), and the bytes each token reads: the roofline every decode record is a share of."""
+    read = decode_bytes_per_token(config, f.weights, context, 1, f.kv_dtype)
+    return bandwidth / read, read
 
 
 def parse_bytes(text: str, option: str = "size", positive: bool = False) -> int:

@@ -240,6 +240,17 @@ def test_what_fits_panel():
     assert offload.loc["minicpm5-1b", "llama-cpp when it does not fit"] == ""  # it fits: nothing to say
     with pytest.raises(SmallbenchError, match="vllm"):  # vLLM takes no GGUF type
         L.fits(16 * 2**30, "Q4_K_M", 4096, backend="vllm")
+    # on a named GPU: the decode bound `fit --gpu` gives (the table's bandwidth over the bytes a token reads)
+    bound = "decode bound on RTX 4090 (tok/s)"
+    assert bound not in df
+    on_4090 = L.fits(16 * 2**30, "Q4_K_M", 4096, gpu="RTX 4090").set_index("model")
+    aya = models.entry("tiny-aya-global")
+    read = sizing.decode_bytes_per_token(aya.config, sizing.weights_bytes(aya.params_total, "Q4_K_M"), 4096)
+    assert on_4090.loc["tiny-aya-global", bound] == round(1008e9 / read)
+    assert on_4090.loc["mellum2-12b-a2.5b", bound] > on_4090.loc["minicpm4.1-8b", bound]  # 2.4B active of 12B
+    assert math.isnan(L.fits(2**40, "Q4_K_M", 65536, gpu="RTX 4090").set_index("model").loc["gemma-3-1b", bound])
+    with pytest.raises(SmallbenchError, match="bandwidth table"):
+        L.fits(16 * 2**30, "Q4_K_M", 4096, gpu="Voodoo 2")
 
 
 # --- the app, served on 127.0.0.1 and driven by Debian's chromium + chromedriver ---------------------------------
@@ -362,6 +373,8 @@ def test_app_in_a_real_browser(served, browser, tmp_path):
     wait.until(lambda d: "Q4_K_M" in error() and "vllm" in error())
     pick("w-quant", "bfloat16")
     wait.until(lambda d: error() == "" and "tiny-aya-global" in d.find_element(By.ID, "fits").text)
+    pick("w-gpu", "H200")
+    wait.until(lambda d: "decode bound on H200" in d.find_element(By.ID, "fits").text)
     browser.save_screenshot(str(out / "leaderboard-fits.png"))
     assert browser.execute_script("return window.__pwned") is None
 
