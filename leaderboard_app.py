@@ -6,6 +6,7 @@ Reads result records from RESULTS, else the Hub dataset named by SMALLBENCH_RESU
 import sys
 
 from smallbench.app import main
+from smallbench.cli import guard
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    guard(lambda: main(sys.argv[1] if len(sys.argv) > 1 else None))

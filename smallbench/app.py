@@ -81,8 +81,13 @@ COMPLETE = ".smallbench-complete"
 
 
 def load(source: str | None = None) -> tuple[L.Board, list[str], str]:
-    """The board, the skipped-file notes, and where the records came from (an absent folder: an empty board)."""
+    """The board, the skipped-file notes, and where the records came from (the default ``./results`` absent: an
+    empty board, as a new Space has; a folder that was named and is absent: an error, not an empty board)."""
     folder, where = locate(source)
+    if not folder.exists() and where != DEFAULT_RESULTS:
+        from smallbench.errors import SmallbenchError
+
+        raise SmallbenchError(f"no results at '{where}'")
     records, skipped = scan_records(folder) if folder.exists() else ([], [])
     return L.build(records), skipped, where
 
@@ -399,8 +404,27 @@ def main(source: str | None = None, host: str | None = None, port: int | None = 
     """Serve the leaderboard. Binds 127.0.0.1 unless ``host`` or GRADIO_SERVER_NAME says otherwise (a Space sets
     it to 0.0.0.0 inside its container)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    _check_address(host, port)
     board, skipped, where = load(source)
     demo = build_app(board, skipped, where)
-    demo.launch(server_name=host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1", server_port=port,
-                ssr_mode=False, **launch)  # fmt: skip
+    demo.launch(server_name=host, server_port=port, ssr_mode=False, **launch)
+
+
+def _check_address(host: str, port: int | None) -> None:
+    """One line before any work where the server could not listen: a port out of range, a host this machine cannot
+    bind, a port already taken (Gradio would say so after loading, naming its own parameters)."""
+    import socket
+
+    from smallbench.errors import SmallbenchError
+
+    if port is not None and not 1 <= port <= 65535:
+        raise SmallbenchError(f"--port needs a port number from 1 to 65535, got {port}")
+    try:
+        family = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port or 0))
+    except OSError as exc:
+        raise SmallbenchError(f"cannot serve on {host}:{port or 'any port'}: {exc.strerror or exc}") from None
 

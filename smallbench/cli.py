@@ -8,6 +8,7 @@ import json
 import math
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -863,6 +864,12 @@ def _has_tabulate() -> bool:
 
 def main() -> None:
     """The ``smallbench`` command: every error is one line on stderr (``--debug`` anywhere adds the traceback)."""
+    guard(app)
+
+
+def guard(call: Callable[[], object]) -> None:
+    """Run a command-line entry point (``smallbench``, ``python leaderboard_app.py``): every error is one line on
+    stderr and a non-zero exit (2: bad input), ``--debug`` anywhere on the command line adds the traceback."""
     import traceback
 
     from smallbench.results import redact
@@ -878,7 +885,7 @@ def main() -> None:
         sys.exit(code)
 
     try:
-        app()
+        call()
     except SmallbenchError as exc:
         fail(f"error: {exc}", exc.exit_code)
     except Exception as exc:  # a bug of ours: still one line, exit 1

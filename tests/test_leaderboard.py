@@ -486,3 +486,26 @@ def test_report_summary_names_shape_and_hardware_where_rows_differ_in_them():
     assert [c.header for c in table.columns][:5] == ["model", "backend", "shape", "hardware", "status"]
     assert sorted(table.columns[2].cells) == ["128→32", "128→32", "512→32"]
     assert sorted(table.columns[4].cells) == ["1 failed", "ok", "ok"]
+
+
+def test_serving_where_it_cannot_is_one_line_before_any_work(tmp_path):
+    """A folder named and absent is an error, not an empty board (the default ./results absent is a new Space's
+    empty board); a port out of range, taken, or a host this machine cannot bind: one line, exit 2, from
+    ``smallbench leaderboard`` and from ``python leaderboard_app.py`` alike (it was a traceback there)."""
+    import socket
+
+    app_file = [sys.executable, str(ROOT / "leaderboard_app.py")]
+    for cmd in (app_file + [str(tmp_path / "missing")], app_file + ["hf://datasets/not-a-repo-id"]):
+        r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "Traceback" not in r.stderr and r.stderr.startswith("error: ")
+    write_synthetic(tmp_path / "results", 2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args, says in ((["--port", "0"], "from 1 to 65535"), (["--port", str(port)], "Address already in use"),
+                           (["--host", "256.0.0.1"], "cannot serve on 256.0.0.1"),
+                           ([str(tmp_path / "missing")], "no results at")):  # fmt: skip
+            r = run_cli("leaderboard", *args, cwd=tmp_path, timeout=120)
+            assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
