@@ -8,8 +8,9 @@ alone).
 
 from __future__ import annotations
 
-import os
+import contextlib
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,27 @@ def check_number(option: str, value: float | None, minimum: float, strict: bool 
 
 
 def check_output(output: Path) -> None:
-    """The results folder exists and is writable, or can be made: not a file, not under a read-only folder."""
+    """The results folder exists and is writable, or can be made: not a file, not under a read-only folder. Tried
+    for real (a file written and removed, the folders made for it removed again), as permission bits do not tell
+    root, a read-only mount or a kernel filesystem (``/proc``) apart."""
     if output.exists() and not output.is_dir():
         raise SmallbenchError(f"--output '{output}' is a file; give a folder for the result records")
-    existing = output
+    made, existing = [], output
     while not existing.exists():
+        made.append(existing)
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        where = "is not writable" if existing == output else f"cannot be created: '{existing}' is not writable"
-        raise SmallbenchError(f"--output '{output}' {where}")
+    if not existing.is_dir():
+        raise SmallbenchError(f"--output '{output}' cannot be created: '{existing}' is a file")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=output).close()
+    except OSError as exc:
+        where = "is not writable" if not made else "cannot be created"
+        raise SmallbenchError(f"--output '{output}' {where}: {exc.strerror or exc}") from None
+    finally:
+        for folder in made:  # deepest first; nothing is left behind by a check
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def check_quants(backends: list[str], quants: list[str]) -> None:

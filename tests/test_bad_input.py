@@ -49,6 +49,7 @@ RUN = [
     (["--concurrency", "0", "--backend", "vllm-server", "--suite", "serving"], ["concurrency"]),
     (["--output", "a-file"], ["--output", "a-file", "is a file"]),
     (["--output", "a-file/sub"], ["--output", "cannot be created"]),
+    (["--output", "/proc/smallbench-results"], ["--output", "cannot be created"]),  # root may, the kernel says no
     (["--model", "local-model", "--revision", "main"], ["--revision", "local path"]),
     (["--model", "minicpm4.1-8b"], ["--trust-remote-code"]),
     (["--executor", "ray", "--address", "127.0.0.1:9"], ["no Ray cluster", "127.0.0.1:9"]),  # at once, not minutes
