@@ -39,7 +39,7 @@ def memory_allowances(name: str | None, config: dict[str, Any], kind: str, devic
     cls = get_backend_class(name)
     if not cls.takes_quant and kind not in DTYPE_BYTES:
         raise SmallbenchError(f"backend '{name}' loads a checkpoint in its own float type, not as {kind}; give one "
-                              f"of {', '.join(DTYPE_BYTES)}")  # fmt: skip
+                              f"of {', '.join(DTYPE_BYTES)}")
     return cls.memory_allowances(config, kind, device, memory)
 
 

@@ -140,7 +140,7 @@ class Backend(ABC):
 
     @classmethod
     def partial_fit(cls, config: dict[str, Any], kind: str, device: str, memory: int, context: int,
-                    overhead: int) -> str | None:  # fmt: skip
+                    overhead: int) -> str | None:
         """For ``smallbench fit``, when the whole model does not fit in ``memory`` on ``device``: what this engine
         can still run there, in one line (llama.cpp: how many layers to offload); None where it has no such
         setting."""
@@ -245,7 +245,7 @@ class Backend(ABC):
     def stream_concurrent(
         self, prompts: list[list[int]], max_new_tokens: int, max_concurrency: int,
         request_rate: float | None = None, seed: int = 0,
-    ) -> list[GenerationTrace]:  # fmt: skip
+    ) -> list[GenerationTrace]:
         """Send each prompt as its own streamed request (greedy, ``ignore_eos``), at most
         ``max_concurrency`` in flight; with ``request_rate`` arrivals are a Poisson process of that
         many requests/s, otherwise each request goes as soon as a slot is free. One trace per prompt,

@@ -48,7 +48,7 @@ DEFAULT_QUANT_BUILTIN = "F32"  # exact parity with the float32 checkpoint
 DEFAULT_QUANT_HUB = "Q4_K_M"  # what llama.cpp's own `-hf repo` picks when a repo has several
 DEFAULT_MAX_CTX = 4096  # context allocated unless --ctx-size says otherwise (KV memory grows with it)
 _DTYPE_AS_QUANT = {"float32": "F32", "fp32": "F32", "float16": "F16", "fp16": "F16", "bfloat16": "BF16",
-                   "bf16": "BF16"}  # fmt: skip
+                   "bf16": "BF16"}
 _DECODE_ERRORS = {
     1: "no room left in the KV cache (the context is full)",
     2: "decoding was aborted",
@@ -161,7 +161,7 @@ def resolve_gguf(spec: LoadSpec, quant: str | None) -> Path:
         folder = dummy.config_folder(spec.source, spec.revision)
         ck = dummy.checkpoint(folder, "float32" if quant == "F32" else "bfloat16")
         return llama_convert.ensure_gguf(ck, hashlib.sha256(ck.name.encode()).hexdigest(), quant or "BF16",
-                                         spec.trust_remote_code)  # fmt: skip
+                                         spec.trust_remote_code)
     if source.is_file():
         if source.suffix != ".gguf":
             raise SmallbenchError(f"'{spec.source}' is not a .gguf file")
@@ -242,7 +242,7 @@ class LlamaCppBackend(Backend):
 
     @classmethod
     def partial_fit(cls, config: dict[str, Any], kind: str, device: str, memory: int, context: int,
-                    overhead: int) -> str | None:  # fmt: skip
+                    overhead: int) -> str | None:
         """How many layers to offload to a GPU that cannot hold them all (``smallbench.sizing.offload_layers``)."""
         if device == "cpu":
             return None
@@ -276,7 +276,7 @@ class LlamaCppBackend(Backend):
 
         if quant.upper() not in (types := file_types()):
             raise SmallbenchError(f"--quant '{quant}' is not a GGUF file type llama.cpp knows; choose from: "
-                                  f"{', '.join(types)}")  # fmt: skip
+                                  f"{', '.join(types)}")
 
     def __init__(self) -> None:
         self.model = None
@@ -409,7 +409,7 @@ class LlamaCppBackend(Backend):
         cp.kv_unified = True  # n_ctx is shared by all sequences, not split n_ctx / n_seq each
         cp.n_threads = cp.n_threads_batch = self.threads
         cp.flash_attn_type = {"auto": ll.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": ll.LLAMA_FLASH_ATTN_TYPE_ENABLED,
-                              "off": ll.LLAMA_FLASH_ATTN_TYPE_DISABLED}[self.flash_attn]  # fmt: skip
+                              "off": ll.LLAMA_FLASH_ATTN_TYPE_DISABLED}[self.flash_attn]
         _log.errors.clear()
         ctx = ll.llama_init_from_model(self.model, cp)
         if not ctx:
@@ -601,7 +601,7 @@ class LlamaCppBackend(Backend):
             at = np.full(len(active), n_prompt + step, np.int32)  # each active sequence gets its new token
             last = self._decode_rows(ctx, nxt, at, active.astype(np.int32), np.ones(len(active), bool))
         return BatchTrace(t_send=t_send, t_first=t_first, t_last=t_last, batch=b, n_prompt=n_prompt,
-                          n_out=[len(o) for o in out], token_ids=out)  # fmt: skip
+                          n_out=[len(o) for o in out], token_ids=out)
 
     def _decode_rows(self, ctx, tokens, pos, seq, want) -> np.ndarray:
         """Decode explicit (token, position, sequence) triples in ``n_batch`` chunks; return a copy of
@@ -644,7 +644,7 @@ class LlamaCppBackend(Backend):
             logits = self._decode_rows(
                 self.ctx, np.asarray(inp[keep:], np.int32), np.arange(keep, len(inp), dtype=np.int32),
                 np.zeros(n, np.int32), np.arange(keep, len(inp)) >= first,
-            )  # fmt: skip
+            )
             cached = inp
             results[i] = _score(logits, cont)
         return [results[i] for i in range(len(requests))]
@@ -682,13 +682,13 @@ class LlamaCppBackend(Backend):
             "kv_buffers": self.kv_buffers,
             "compute_buffers": self.compute_buffers,
             "gpu_offload_build": bool(ll.llama_supports_gpu_offload()), "system_info": system.strip(),
-        }  # fmt: skip
+        }
         if self.model:
             flags["architecture"] = self._meta("general.architecture")
             flags["weights_bytes"] = ll.llama_model_size(self.model)
             flags["n_ctx_train"] = ll.llama_model_n_ctx_train(self.model)
         return BackendInfo(name=self.name, version=ll.__version__, device=self.device, dtype=self.file_type,
-                           flags=flags)  # fmt: skip
+                           flags=flags)
 
 
 def amx_build(ll) -> bool:
@@ -727,7 +727,7 @@ def _make_batch(ll, tokens, pos, seq, want):
         n_tokens=n, token=tok.ctypes.data_as(i32), embd=None, pos=p.ctypes.data_as(i32),
         n_seq_id=n_seq.ctypes.data_as(i32), seq_id=seq_ptrs.ctypes.data_as(ctypes.POINTER(i32)),
         logits=out.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
-    )  # fmt: skip
+    )
     return batch, (tok, p, s, n_seq, out, seq_ptrs)
 
 

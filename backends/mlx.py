@@ -53,7 +53,7 @@ from smallbench.tiny_model import builtin_weights_sha256
 
 #: --quant values: float dtypes convert without quantizing; N-bit is mlx-lm's affine quantization.
 FLOAT_QUANTS = {"float32": "float32", "f32": "float32", "fp32": "float32", "float16": "float16", "f16": "float16",
-                "fp16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
+                "fp16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 BIT_QUANTS = {f"{b}bit": b for b in (8, 6, 5, 4, 3, 2)}
 GROUP_SIZE = 64  # mlx_lm.convert's default
 PREFILL_STEP = 2048  # mlx-lm's default prompt chunk
@@ -159,7 +159,7 @@ def _device(requested: str):
     if kind == "cuda" and hasattr(mx, "cuda") and mx.cuda.is_available():
         return mx.Device(mx.gpu, int(requested.split(":")[1]) if ":" in requested else 0)
     raise SmallbenchError(f"device '{requested}' requested but this MLX build has no such device "
-                          "(Metal needs Apple Silicon; CUDA needs the mlx[cuda] build)")  # fmt: skip
+                          "(Metal needs Apple Silicon; CUDA needs the mlx[cuda] build)")
 
 
 def _device_name(device) -> str:
@@ -251,7 +251,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
                 self.weights, self.quant = str(folder), None
                 model, config = load_model(folder, strict=False, trust_remote_code=spec.trust_remote_code)
                 wrapper = load_tokenizer(folder, {"trust_remote_code": spec.trust_remote_code},
-                                         eos_token_ids=config.get("eos_token_id"))  # fmt: skip
+                                         eos_token_ids=config.get("eos_token_id"))
             else:
                 ready = self._prepared[1] if self._prepared and self._prepared[0] is spec else None
                 self.weights, self.quant = ready or resolve_weights(spec)
@@ -259,7 +259,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
                     self.weights, revision=None if self.quant else spec.revision, return_config=True,
                     tokenizer_config={"trust_remote_code": spec.trust_remote_code},
                     trust_remote_code=spec.trust_remote_code,
-                )  # fmt: skip
+                )
         except SmallbenchError:
             raise
         except Exception as exc:
@@ -322,7 +322,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
 
         if len(prompt) + max_new > self._max_context:
             raise SmallbenchError(f"a prompt of {len(prompt)} tokens + {max_new} new tokens exceeds the model's "
-                                  f"context ({self._max_context})")  # fmt: skip
+                                  f"context ({self._max_context})")
         sampler = self._sampler(ignore_eos)
         times: list[float] = []
         out: list[int] = []
@@ -330,7 +330,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
         with wired_limit(self.model, [self.mx_stream]):
             t_send = clock()
             steps = generate_step(mx.array(prompt), self.model, self.mx_stream, max_tokens=max_new, sampler=sampler,
-                                  prefill_step_size=self.prefill_step)  # fmt: skip
+                                  prefill_step_size=self.prefill_step)
             for tok, _ in steps:
                 stamp(clock())
                 push(tok)
@@ -354,11 +354,11 @@ class MLXBackend(HFTokenizerMixin, Backend):
 
         if n_prompt + max_new_tokens > self._max_context:
             raise SmallbenchError(f"a prompt of {n_prompt} tokens + {max_new_tokens} new tokens exceeds the "
-                                  f"model's context ({self._max_context})")  # fmt: skip
+                                  f"model's context ({self._max_context})")
         stop = None if ignore_eos else [[t] for t in sorted(self._eos)]
         gen = BatchGenerator(self.model, max_tokens=max_new_tokens, stop_tokens=stop,
                              sampler=self._sampler(ignore_eos), completion_batch_size=b, prefill_batch_size=b,
-                             prefill_step_size=self.prefill_step, stream=self.mx_stream)  # fmt: skip
+                             prefill_step_size=self.prefill_step, stream=self.mx_stream)
         out: list[list[int]] = [[] for _ in range(b)]
         clock = time.perf_counter
         try:
@@ -374,7 +374,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
             gen.close()
             self._mx.synchronize(self.mx_stream)
         return BatchTrace(t_send=t_send, t_first=t_first, t_last=t_last, batch=b, n_prompt=n_prompt,
-                          n_out=[len(o) for o in out], token_ids=out)  # fmt: skip
+                          n_out=[len(o) for o in out], token_ids=out)
 
     def generate_until(self, prompts: list[list[int]], max_new_tokens: int, stop: list[str]) -> list[str]:
         """Greedy text per prompt, stopping as soon as a stop string or an end-of-sequence token appears."""
@@ -418,7 +418,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
                 raise ValueError("loglikelihood needs a non-empty context (prepend BOS) and continuation")
             if len(cont) > self._max_context:
                 raise SmallbenchError(f"a continuation of {len(cont)} tokens exceeds the model's context "
-                                      f"({self._max_context})")  # fmt: skip
+                                      f"({self._max_context})")
             whole = (ctx + cont)[-(self._max_context + 1) :]
             groups.setdefault(tuple(whole[: len(whole) - len(cont)]), []).append(i)
         results: dict[int, tuple[float, bool]] = {}
@@ -474,7 +474,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
         import mlx_lm
 
         flags: dict[str, Any] = {"mlx": mx.__version__, "prefill_step_size": self.prefill_step,
-                                 "score_batch": self.score_batch, "metal": mx.metal.is_available()}  # fmt: skip
+                                 "score_batch": self.score_batch, "metal": mx.metal.is_available()}
         with contextlib.suppress(Exception):
             flags["device_info"] = {k: v for k, v in mx.device_info().items() if isinstance(v, str | int | float)}
         if self.weights:
@@ -494,7 +494,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
         mx = self._mx
         peak = mx.get_peak_memory()
         return {"mlx_peak_bytes": peak, "mlx_active_bytes": mx.get_active_memory(),
-                "mlx_cache_bytes": mx.get_cache_memory(), "engine_model_bytes": peak}  # fmt: skip
+                "mlx_cache_bytes": mx.get_cache_memory(), "engine_model_bytes": peak}
 
     def reset_peak_memory(self) -> None:
         self._mx.synchronize()

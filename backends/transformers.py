@@ -25,7 +25,7 @@ from smallbench.errors import SmallbenchError
 from smallbench.metrics import BatchTrace, GenerationTrace
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-           "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
 def resolve_device(requested: str) -> str:
@@ -263,7 +263,7 @@ class TransformersBackend(HFTokenizerMixin, Backend):
             chunk = groups[b : b + per_batch]
             ctx_ids, ctx_mask = self._pad([requests[g[0]][0] for g in chunk], left=True)
             out = self.model(input_ids=ctx_ids, attention_mask=ctx_mask, position_ids=_positions(ctx_mask),
-                             use_cache=True)  # fmt: skip
+                             use_cache=True)
             first = out.logits[:, -1]  # predicts each continuation's first token
             rows = [(gi, i) for gi, g in enumerate(chunk) for i in g]
             tails = [requests[i][1][:-1] for _, i in rows]
@@ -278,7 +278,7 @@ class TransformersBackend(HFTokenizerMixin, Backend):
                 full_mask = torch.cat([ctx_mask[row_group], mask], dim=1)
                 pos = _positions(full_mask)[:, -width:]
                 tail_logits = self.model(input_ids=ids, attention_mask=full_mask, position_ids=pos,
-                                         past_key_values=cache, use_cache=True).logits  # fmt: skip
+                                         past_key_values=cache, use_cache=True).logits
             for r, (gi, i) in enumerate(rows):
                 cont = requests[i][1]
                 steps = first[gi : gi + 1]
@@ -311,7 +311,7 @@ class TransformersBackend(HFTokenizerMixin, Backend):
                 chunk = order[b : b + self.batch_size]
                 ids, mask = self._pad([prompts[i] for i in chunk], left=True)
                 gen = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg,
-                                          tokenizer=self.tokenizer)  # fmt: skip
+                                          tokenizer=self.tokenizer)
                 for row, i in enumerate(chunk):
                     new = gen[row, ids.shape[1] :].tolist()
                     text = self.tokenizer.decode(new, skip_special_tokens=True)

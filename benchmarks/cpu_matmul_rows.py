@@ -35,7 +35,7 @@ def main() -> None:
         med = statistics.median(times)
         base = base or med
         print(f"{rows:3d} rows: median {med * 1e3:7.2f} ms (min {min(times) * 1e3:.2f}, max {max(times) * 1e3:.2f})"
-              f"  {med / base:5.2f}× one row  {2 * rows * weight.numel() / med / 1e9:6.1f} GFLOP/s")  # fmt: skip
+              f"  {med / base:5.2f}× one row  {2 * rows * weight.numel() / med / 1e9:6.1f} GFLOP/s")
 
 
 if __name__ == "__main__":

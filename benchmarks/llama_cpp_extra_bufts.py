@@ -53,7 +53,7 @@ def main() -> None:
     print(f"llama-cpp-python {llama_cpp.__version__}; {llama_cpp.llama_print_system_info().decode().strip()}")
     suite = get_suite("throughput")
     settings = suite.settings({"prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
-                               "batch_sizes": [1], "warmup": 1, "repeats": args.repeats})  # fmt: skip
+                               "batch_sizes": [1], "warmup": 1, "repeats": args.repeats})
     hidden, layers = (int(x) for x in args.random_llama.split(","))
     report = {}
     for quant in [q.strip().upper() for q in args.quant.split(",") if q.strip()]:
@@ -69,7 +69,7 @@ def main() -> None:
             buffers = {s: loaded[s][0].describe().flags["weight_buffers"] for s in SIDES}
             print(f"\n{quant}: {info.params_total / 1e6:.0f}M params; weight buffers (MiB): "
                   + "; ".join(f"{s}: " + ", ".join(f"{k} {v / 2**20:.1f}" for k, v in buffers[s].items())
-                              for s in SIDES))  # fmt: skip
+                              for s in SIDES))
             rounds = []
             for r in range(args.rounds):
                 got = {}
@@ -80,11 +80,11 @@ def main() -> None:
                 rounds.append(got)
                 print(f"  round {r + 1}: " + "  ".join(
                     f"{m} on {got['on'][m]:8.1f} off {got['off'][m]:8.1f} ratio {got['on'][m] / got['off'][m]:.3f}"
-                    for m in METRICS))  # fmt: skip
+                    for m in METRICS))
             summary = {m: {"on_median": statistics.median(g["on"][m] for g in rounds),
                            "off_median": statistics.median(g["off"][m] for g in rounds),
                            "ratio_on_off": statistics.median(g["on"][m] / g["off"][m] for g in rounds)}
-                       for m in METRICS}  # fmt: skip
+                       for m in METRICS}
             for m, s in summary.items():
                 print(f"  {m}: on {s['on_median']:.1f}  off {s['off_median']:.1f}  "
                       f"median per-round ratio on/off {s['ratio_on_off']:.3f}")

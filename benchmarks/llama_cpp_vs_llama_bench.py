@@ -41,7 +41,7 @@ def reference(ll, ctx, prompt: list[int], n_gen: int, n_batch: int) -> tuple[flo
     for a in range(0, len(ids), n_batch):
         chunk = ids[a : a + n_batch]
         if ll.llama_decode(ctx, ll.llama_batch_get_one(chunk.ctypes.data_as(ctypes.POINTER(ll.llama_token)),
-                                                       len(chunk))):  # fmt: skip
+                                                       len(chunk))):
             raise RuntimeError("prompt decode failed")
     ll.llama_synchronize(ctx)
     t1 = time.perf_counter()
@@ -70,7 +70,7 @@ def random_llama(hidden: int, layers: int, quant: str, folder: Path) -> Path:
     tiny = tiny_model.model_dir()
     cfg = {**tiny_model.MODEL_CONFIG, "hidden_size": hidden, "num_hidden_layers": layers,
            "intermediate_size": hidden * 11 // 4, "num_attention_heads": hidden // 64,
-           "num_key_value_heads": max(1, hidden // 256)}  # fmt: skip
+           "num_key_value_heads": max(1, hidden // 256)}
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(**cfg)).save_pretrained(folder)
     for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
@@ -117,7 +117,7 @@ def main() -> None:
     ref_ctx = backend._new_context(backend.n_ctx, 1)  # same parameters as the backend's own context
     suite = get_suite("throughput")
     settings = suite.settings({"prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
-                               "batch_sizes": [1], "warmup": 1, "repeats": args.repeats})  # fmt: skip
+                               "batch_sizes": [1], "warmup": 1, "repeats": args.repeats})
     desc = backend.describe()
     shape = f"pp{args.prompt_tokens} tg{args.gen_tokens - 1}"
     print(f"model {args.model} ({desc.flags['gguf_file']}, {info.dtype}), threads {backend.threads}, "
@@ -153,16 +153,16 @@ def main() -> None:
         summary[metric] = {
             "ours_median": statistics.median(ours), "ref_median": statistics.median(ref),
             "paired_median_ratio": statistics.median(o / f for o, f in zip(ours, ref, strict=True)),
-        }  # fmt: skip
+        }
         s = summary[metric]
         print(f"{metric}: ours {s['ours_median']:.1f}  ref {s['ref_median']:.1f}  "
-              f"median per-round ratio {s['paired_median_ratio']:.4f}")  # fmt: skip
+              f"median per-round ratio {s['paired_median_ratio']:.4f}")
     ll.llama_free(ref_ctx)
     backend.close()
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"args": vars(args), "machine": platform.processor() or platform.machine(),
-                       "backend": desc.model_dump(), "rounds": rounds, "summary": summary}, f, indent=2)  # fmt: skip
+                       "backend": desc.model_dump(), "rounds": rounds, "summary": summary}, f, indent=2)
 
 
 if __name__ == "__main__":

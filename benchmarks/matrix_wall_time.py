@@ -23,14 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = "latency,throughput,memory,accuracy"
 ARGS = ["--prompt-tokens", "32", "--gen-tokens", "16", "--batch-sizes", "1,4", "--repeats", "3", "--warmup", "1",
-        "--tasks", "arc_easy", "--limit", "20"]  # fmt: skip
+        "--tasks", "arc_easy", "--limit", "20"]
 
 
 def run(isolate: str, backends: str, data: Path, out: Path) -> tuple[float, dict[str, float]]:
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "smallbench.cli", "run", "-b", backends, "-s", SUITES, *ARGS,
                            "--data-dir", str(data), "--isolate", isolate, "-o", str(out)],
-                          capture_output=True, text=True)  # fmt: skip
+                          capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"{isolate} run failed:\n{proc.stderr[-2000:]}")

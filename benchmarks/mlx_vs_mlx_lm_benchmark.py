@@ -39,10 +39,10 @@ def reference_trial(model, tokenizer, prompts: list[list[int]], gen_tokens: int)
         for _response in stream_generate(model, tokenizer, prompts[0], max_tokens=gen_tokens, prefill_step_size=2048):
             pass
         return {"prefill_tok_s": _response.prompt_tps, "decode_tok_s": _response.generation_tps,
-                "generated": _response.generation_tokens}  # fmt: skip
+                "generated": _response.generation_tokens}
     stats = batch_generate(model, tokenizer, prompts, max_tokens=gen_tokens, prefill_step_size=2048).stats
     return {"prefill_tok_s": stats.prompt_tps, "decode_tok_s": stats.generation_tps,
-            "generated": stats.generation_tokens}  # fmt: skip
+            "generated": stats.generation_tokens}
 
 
 def main() -> None:
@@ -72,7 +72,7 @@ def main() -> None:
     tokenizer._eos_token_ids = set()  # as mlx_lm.benchmark does: never stop early
     suite = get_suite("throughput")
     settings = suite.settings({"prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
-                               "batch_sizes": [args.batch_size], "warmup": 1, "repeats": args.repeats})  # fmt: skip
+                               "batch_sizes": [args.batch_size], "warmup": 1, "repeats": args.repeats})
     desc = backend.describe()
     g = args.gen_tokens
     print(f"model {args.model} ({desc.flags['weights']}, {info.dtype}, {info.quant}), device {desc.device}, "
@@ -89,7 +89,7 @@ def main() -> None:
                 trials = []
                 for i in range(1 + args.repeats):  # the first is warm-up, as in mlx_lm.benchmark
                     prompts = [synthetic_prompt(backend, args.prompt_tokens, 10_000 + 100 * r + 10 * i + j)
-                               for j in range(args.batch_size)]  # fmt: skip
+                               for j in range(args.batch_size)]
                     trial = reference_trial(backend.model, tokenizer, prompts, g)
                     if i:
                         trials.append(trial)
@@ -112,17 +112,17 @@ def main() -> None:
         same = [o / (f * rescale[m]) for o, f in zip(ours, ref, strict=True)]
         summary[m] = {"ours_median": statistics.median(ours), "ref_median": statistics.median(ref),
                       "raw_ratio": statistics.median(raw), "same_definition_ratio": statistics.median(same),
-                      "same_definition_ratio_range": [min(same), max(same)]}  # fmt: skip
+                      "same_definition_ratio_range": [min(same), max(same)]}
         s = summary[m]
         print(f"{m}: ours {s['ours_median']:.1f}  mlx_lm.benchmark {s['ref_median']:.1f}  raw ratio "
               f"{s['raw_ratio']:.4f}  same-definition ratio {s['same_definition_ratio']:.4f} "
-              f"(rounds {min(same):.3f}–{max(same):.3f})")  # fmt: skip
+              f"(rounds {min(same):.3f}–{max(same):.3f})")
     backend.close()
     mx.synchronize()
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"args": vars(args), "machine": platform.processor() or platform.machine(),
-                       "backend": desc.model_dump(), "rounds": rounds, "summary": summary}, f, indent=2)  # fmt: skip
+                       "backend": desc.model_dump(), "rounds": rounds, "summary": summary}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def main() -> None:
     def plain() -> list[int]:
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                                 min_new_tokens=n, do_sample=False, num_beams=1)  # fmt: skip
+                                 min_new_tokens=n, do_sample=False, num_beams=1)
         return out[0, len(prompt) :].tolist()
 
     def ours() -> list[int]:
@@ -68,17 +68,17 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in timings.items()}
     hw = hardware_info()
     print(f"model={args.model} device={backend.device} dtype={backend.dtype} threads={torch.get_num_threads()} "
-          f"prompt={args.prompt_tokens} gen={n} rounds={args.rounds} (alternated, {args.warmup} warm-up)")  # fmt: skip
+          f"prompt={args.prompt_tokens} gen={n} rounds={args.rounds} (alternated, {args.warmup} warm-up)")
     print(f"machine: {hw.accelerator}, {hw.cpu_threads} threads, {hw.ram_bytes / 2**30:.0f} GiB; "
-          f"python {platform.python_version()}, torch {torch.__version__}")  # fmt: skip
+          f"python {platform.python_version()}, torch {torch.__version__}")
     for k in ("plain", "smallbench"):
         v = timings[k]
         print(f"{k:>10}: median {med[k] * 1e3:8.2f} ms  ({n / med[k]:8.1f} tok/s)  "
-              f"min {min(v) * 1e3:8.2f} ms  max {max(v) * 1e3:8.2f} ms")  # fmt: skip
+              f"min {min(v) * 1e3:8.2f} ms  max {max(v) * 1e3:8.2f} ms")
     paired = statistics.median(p / s for p, s in zip(timings["plain"], timings["smallbench"], strict=True))
     print(f"ratio (smallbench tok/s / plain tok/s): paired-median {paired:.4f}, "
           f"of medians {med['plain'] / med['smallbench']:.4f}, "
-          f"best-of-rounds {min(timings['plain']) / min(timings['smallbench']):.4f}")  # fmt: skip
+          f"best-of-rounds {min(timings['plain']) / min(timings['smallbench']):.4f}")
 
 
 if __name__ == "__main__":

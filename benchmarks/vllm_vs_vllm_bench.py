@@ -37,7 +37,7 @@ def their_offline(llm, prompts: list[list[int]], gen: int) -> float:
 
     reqs = [SampleRequest(prompt={"prompt_token_ids": p}, prompt_len=len(p), expected_output_len=gen) for p in prompts]
     elapsed, outs = _run_vllm_requests(llm, reqs, n=1, disable_detokenize=True, do_profile=False,
-                                       prequeue_requests=False, enable_lora=False)  # fmt: skip
+                                       prequeue_requests=False, enable_lora=False)
     return sum(len(o.outputs[0].token_ids) for o in outs) / elapsed
 
 
@@ -58,7 +58,7 @@ async def _their_requests(url: str, prompts: list[list[int]], gen: int, concurre
             async with slots:
                 inp = RequestFuncInput(prompt=p, api_url=url + "/v1/completions", prompt_len=len(p),
                                        output_len=gen, model="smallbench", ignore_eos=True,
-                                       extra_body={"temperature": 0.0})  # fmt: skip
+                                       extra_body={"temperature": 0.0})
                 return await async_request_openai_completions(inp, session)
 
         start = time.perf_counter()
@@ -141,11 +141,11 @@ def main() -> None:
         try:
             rows = _alternate(args.rounds, lambda p: our_offline(b, p, args.gen_tokens),
                               lambda p: their_offline(b.llm, p, args.gen_tokens),
-                              prompts_for(b, args.batch))  # fmt: skip
+                              prompts_for(b, args.batch))
             ratios = [r["ours"] / r["theirs"] for r in rows]
             report["offline"] = {"rounds": rows, "ours_median_tok_s": statistics.median(r["ours"] for r in rows),
                                  "theirs_median_tok_s": statistics.median(r["theirs"] for r in rows),
-                                 "ratio_median": statistics.median(ratios), "ratio_min": min(ratios)}  # fmt: skip
+                                 "ratio_median": statistics.median(ratios), "ratio_min": min(ratios)}
             report["vllm"] = b.describe().model_dump()
         finally:
             b.close()
@@ -157,7 +157,7 @@ def main() -> None:
         try:
             rows = _alternate(args.rounds, lambda p: our_serving(s, p, args.gen_tokens, args.concurrency),
                               lambda p: their_serving(s.server.url, p, args.gen_tokens, args.concurrency),
-                              prompts_for(s, args.requests))  # fmt: skip
+                              prompts_for(s, args.requests))
             report["server"] = {
                 "rounds": rows,
                 "ttft_diff_ms_median": statistics.median(r["ours"]["ttft_ms"] - r["theirs"]["ttft_ms"] for r in rows),
@@ -166,12 +166,12 @@ def main() -> None:
                     r["ours"]["output_tok_s"] / r["theirs"]["output_tok_s"] for r in rows),
                 "ours_ttft_ms_median": statistics.median(r["ours"]["ttft_ms"] for r in rows),
                 "theirs_ttft_ms_median": statistics.median(r["theirs"]["ttft_ms"] for r in rows),
-            }  # fmt: skip
+            }
         finally:
             s.close()
 
     summary = {k: {kk: vv for kk, vv in v.items() if kk != "rounds"} for k, v in report.items()
-               if k in ("offline", "server")}  # fmt: skip
+               if k in ("offline", "server")}
     print(json.dumps(summary, indent=2))
     if args.out:
         with open(args.out, "w") as f:

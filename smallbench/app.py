@@ -43,7 +43,7 @@ def locate(source: str | None = None) -> tuple[Path, str]:
     """The local folder to read and where it came from: ``source`` (a folder, or ``hf://datasets/ORG/NAME``), else
     the Hub dataset in ``SMALLBENCH_RESULTS_REPO``, else ``SMALLBENCH_RESULTS``, else ``./results``."""
     source = source or (f"hf://datasets/{os.environ['SMALLBENCH_RESULTS_REPO']}"
-                        if os.environ.get("SMALLBENCH_RESULTS_REPO") else None)  # fmt: skip
+                        if os.environ.get("SMALLBENCH_RESULTS_REPO") else None)
     source = source or os.environ.get("SMALLBENCH_RESULTS") or DEFAULT_RESULTS
     if source.startswith("hf://datasets/"):
         from huggingface_hub import HfApi, snapshot_download
@@ -60,19 +60,19 @@ def locate(source: str | None = None) -> tuple[Path, str]:
         try:
             sha = str(HfApi().dataset_info(repo).sha)
             folder = Path(snapshot_download(repo, repo_type="dataset", revision=sha, allow_patterns=["*.json"],
-                                            local_dir=copies / sha))  # fmt: skip
+                                            local_dir=copies / sha))
             (folder / COMPLETE).touch()
             return folder, source
         except Exception as exc:  # offline, unknown repo, no access: the last whole copy, if any
             done = sorted((d for d in copies.glob("*") if (d / COMPLETE).is_file()),
-                          key=lambda d: (d / COMPLETE).stat().st_mtime)  # fmt: skip
+                          key=lambda d: (d / COMPLETE).stat().st_mtime)
             if not done:
                 raise SmallbenchError(f"cannot read the results dataset {repo}: {one_line(exc)}") from exc
             from smallbench.models import hub_reason
 
             when = time.strftime("%Y-%m-%d %H:%M", time.gmtime((done[-1] / COMPLETE).stat().st_mtime))
             return done[-1], (f"{source} (not read from the Hub: {hub_reason(exc)}; its copy of commit "
-                              f"{done[-1].name[:12]} from {when} UTC)")  # fmt: skip
+                              f"{done[-1].name[:12]} from {when} UTC)")
     return Path(source), source
 
 
@@ -152,13 +152,13 @@ def tradeoff_figure(df: pd.DataFrame, x: str, x_higher: bool, title: str):
             x=group[x], y=group[L.ACC_AVG], mode="markers", name=text(backend),
             text=[text(f"{m} · {q}") for m, q in zip(group["model"], group["quant"], strict=True)],
             hovertemplate="%{text}<br>%{x:.3g}, %{y:.1f} %<extra>%{fullData.name}</extra>",
-        ))  # fmt: skip
+        ))
     if not pts.empty:
         front = pts[L.pareto(pts, x, L.ACC_AVG, x_higher, True)].sort_values(x)
         fig.add_trace(go.Scatter(x=front[x], y=front[L.ACC_AVG], mode="lines", name="Pareto frontier",
-                                 line={"dash": "dash", "color": "black"}, hoverinfo="skip"))  # fmt: skip
+                                 line={"dash": "dash", "color": "black"}, hoverinfo="skip"))
     fig.update_layout(title=title if not pts.empty else f"{title}: no row has both values", xaxis_title=x,
-                      yaxis_title=L.ACC_AVG, height=420, margin={"t": 50})  # fmt: skip
+                      yaxis_title=L.ACC_AVG, height=420, margin={"t": 50})
     return fig
 
 
@@ -177,16 +177,16 @@ def compare_figure(board: L.Board, rows: pd.DataFrame, col: str):
         m = hit[1]
         scale = row[col] / m.value if m.value else 1.0
         lo, hi = ((m.stats.ci95_low * scale, m.stats.ci95_high * scale) if m.stats and stat != "p99"
-                  else (row[col], row[col]))  # fmt: skip
+                  else (row[col], row[col]))
         bars.append((_label(row), row[col], lo, hi, hit[:2]))
     fig = go.Figure()
     if bars:
         best = (max if higher else min)(bars, key=lambda b: b[1])
         names = [text(b[0]) + ("  (no significant difference from best)" if b is not best and
-                               L.no_significant_difference(b[4], best[4]) else "") for b in bars]  # fmt: skip
+                               L.no_significant_difference(b[4], best[4]) else "") for b in bars]
         fig.add_trace(go.Bar(x=names, y=[b[1] for b in bars],
                              error_y={"type": "data", "symmetric": False, "array": [b[3] - b[1] for b in bars],
-                                      "arrayminus": [b[1] - b[2] for b in bars]}))  # fmt: skip
+                                      "arrayminus": [b[1] - b[2] for b in bars]}))
     fig.update_layout(title=f"{col} (median, 95 % CI)", yaxis_title=col, height=380, margin={"t": 50})
     return fig
 
@@ -202,7 +202,7 @@ def distribution_figure(board: L.Board, rows: pd.DataFrame):
             samples = board.samples(idx, metric, suite="latency")
             if samples:
                 fig.add_trace(go.Box(y=[s * 1e3 for s in samples], name=text(_label(row)), boxpoints="all",
-                                     showlegend=False), row=1, col=i)  # fmt: skip
+                                     showlegend=False), row=1, col=i)
     fig.update_layout(height=380, margin={"t": 50})
     return fig
 
@@ -221,9 +221,9 @@ def concurrency_figure(board: L.Board, rows: pd.DataFrame):
                     name=text(f"{_label(row)} ({sweep.replace('_', ' ')})"),
                     error_y={"type": "data", "symmetric": False, "array": [p[4] - p[2] for p in pts],
                              "arrayminus": [p[2] - p[3] for p in pts]},
-                ))  # fmt: skip
+                ))
     fig.update_layout(title="throughput vs concurrency", xaxis_title="batch size / concurrent requests",
-                      yaxis_title="output tok/s", xaxis_type="log", height=380, margin={"t": 50})  # fmt: skip
+                      yaxis_title="output tok/s", xaxis_type="log", height=380, margin={"t": 50})
     return fig
 
 
@@ -246,7 +246,7 @@ def methodology_markdown() -> str:
         "## Trade-off charts\nThe Pareto frontier joins the rows no other row beats on both axes. A bar is marked "
         "*no significant difference from best* when `smallbench compare` would say so: the 95 % bootstrap interval "
         "of the ratio of the two medians (from the raw samples) holds 1, or the ratio is within 5 %.",
-    ])  # fmt: skip
+    ])
 
 
 def csv_file(df: pd.DataFrame) -> str:
@@ -271,7 +271,7 @@ def build_app(board: L.Board, skipped: list[str], where: str):
 
     def matching(sort, hw, be, role, quant, weights, shapes, lo, hi, search) -> pd.DataFrame:
         sub = L.filter_table(df, hw, be, role, quant, weights, (lo, hi) if (lo, hi) != (0, pmax) else None, search,
-                             shapes)  # fmt: skip
+                             shapes)
         return L.rank(sub, sort)
 
     def view(*args) -> tuple[pd.DataFrame, str]:
@@ -280,7 +280,7 @@ def build_app(board: L.Board, skipped: list[str], where: str):
         sub, rows = matching(*filters), int(rows or PAGE)
         note = (f"{len(sub)} matching rows" if len(sub) <= rows else
                 f"the best {rows} of {len(sub)} matching rows by {filters[0]}; narrow the filters, show more rows, "
-                "or download them all")  # fmt: skip
+                "or download them all")
         return display(sub.head(rows), columns), note
 
     def on_filter(*args):
@@ -328,11 +328,11 @@ def build_app(board: L.Board, skipped: list[str], where: str):
     with gr.Blocks(title="smallbench leaderboard") as demo:
         gr.Markdown(f"# {TITLE}\nSpeed, memory and accuracy of the same weights on every backend, per hardware. "
                     "Missing values are blank, never 0. Rows marked `dummy` ran random weights: speed and memory "
-                    "only.")  # fmt: skip
+                    "only.")
         gr.Textbox(value=f"{len(df)} rows from {board.read} records in {where}",
-                   show_label=False, interactive=False, elem_id="source")  # fmt: skip
+                   show_label=False, interactive=False, elem_id="source")
         gr.Textbox(value="\n".join(skipped), label=f"Skipped files ({len(skipped)})", visible=bool(skipped),
-                   interactive=False, lines=min(6, max(1, len(skipped))), elem_id="skipped")  # fmt: skip
+                   interactive=False, lines=min(6, max(1, len(skipped))), elem_id="skipped")
         with gr.Tab("Leaderboard", elem_id="tab-board"):
             with gr.Row():
                 f_hw = gr.CheckboxGroup(hardware, label="hardware", elem_id="f-hardware")
@@ -351,9 +351,9 @@ def build_app(board: L.Board, skipped: list[str], where: str):
                 shown = gr.Textbox(first[1], show_label=False, interactive=False, elem_id="shown")
             with gr.Accordion("columns", open=False):
                 f_cols = gr.CheckboxGroup(all_columns, value=[c for c in SHOWN if c in all_columns],
-                                          show_label=False, elem_id="f-columns")  # fmt: skip
+                                          show_label=False, elem_id="f-columns")
             table = gr.Dataframe(first[0], **column_props(first[0]), interactive=False, pinned_columns=1,
-                                 max_height=640, show_search="search", elem_id="board", wrap=False)  # fmt: skip
+                                 max_height=640, show_search="search", elem_id="board", wrap=False)
             with gr.Row():
                 make_csv = gr.Button("CSV of all matching rows", size="sm", elem_id="make-csv")
                 download = gr.File(label="CSV", interactive=False, elem_id="download")
@@ -362,7 +362,7 @@ def build_app(board: L.Board, skipped: list[str], where: str):
                 # straight request/response (no queue, no spinner): the filter is a pandas mask, milliseconds
                 event = comp.submit if comp is f_search else comp.change
                 event(on_columns if comp is f_cols else on_filter, inputs, [table, shown, download], queue=False,
-                      show_progress="hidden")  # fmt: skip
+                      show_progress="hidden")
             make_csv.click(on_csv, inputs, download, queue=False)
         with gr.Tab("Trade-offs", elem_id="tab-tradeoffs"):
             t_hw = gr.Dropdown(hardware, value=hardware[0] if hardware else None, label="hardware")
@@ -383,10 +383,10 @@ def build_app(board: L.Board, skipped: list[str], where: str):
             with gr.Row():
                 w_mem = gr.Textbox("16GB", label="memory (16GB, 24GiB, 80G…)")
                 w_quant = gr.Dropdown(["bfloat16", "float16", "Q8_0", "Q6_K", "Q4_K_M", "8bit", "4bit"],
-                                      value="Q4_K_M", label="weights type", elem_id="w-quant")  # fmt: skip
+                                      value="Q4_K_M", label="weights type", elem_id="w-quant")
                 w_ctx = gr.Number(4096, label="context (tokens)", precision=0)
                 w_engine = gr.Dropdown(ENGINES, value=ANY_ENGINE, label="engine (adds what it holds besides)",
-                                       elem_id="w-engine")  # fmt: skip
+                                       elem_id="w-engine")
                 w_gpu = gr.Dropdown([NO_GPU, *(name for name, _ in DEVICE_BANDWIDTH)], value=NO_GPU,
                                     label="GPU or Apple chip (decode bound: its bandwidth)", elem_id="w-gpu")
             w_err = gr.Textbox(show_label=False, interactive=False, elem_id="w-err")

@@ -67,7 +67,7 @@ def requested_backend(spec: CellSpec) -> BackendInfo:
 def failed_record(
     spec: CellSpec, error: str, hardware: HardwareInfo | None, software: dict[str, str],
     backend: BackendInfo | None = None, started: float | None = None,
-) -> ResultRecord:  # fmt: skip
+) -> ResultRecord:
     return ResultRecord(
         smallbench_version=__version__,
         cell_id=spec.cell_id,
@@ -85,7 +85,7 @@ def failed_record(
 
 
 def roofline(backend: BackendInfo, hardware: HardwareInfo, info: LoadedModelInfo,
-             cpu_bandwidth: float | None) -> Roofline | None:  # fmt: skip
+             cpu_bandwidth: float | None) -> Roofline | None:
     """The decode roofline of the loaded model on the device it runs on: the GPU's peak bandwidth (NVML's clock ×
     bus width, else the table), the Apple chip's (table), or the CPU's, measured before the model loaded (an
     engine's idle threads spin for a while after work and would halve the measurement; the cell measures again
@@ -176,7 +176,7 @@ def opened(backend: str, spec: LoadSpec, before_load: Callable[[], None] | None 
         seconds = time.perf_counter() - t0
     p = mem.peaks
     load = LoadRecord(seconds=seconds, rss_before_bytes=p.rss_start_bytes, rss_after_bytes=p.rss_end_bytes,
-                      rss_peak_bytes=p.rss_peak_bytes)  # fmt: skip
+                      rss_peak_bytes=p.rss_peak_bytes)
     try:
         yield Opened(b, info, load)
     finally:
@@ -184,7 +184,7 @@ def opened(backend: str, spec: LoadSpec, before_load: Callable[[], None] | None 
 
 
 def open_backend(model: str = "tiny-llama", backend: str = "transformers", *, quant: str | None = None,
-                 revision: str | None = None, **load: Any) -> contextlib.AbstractContextManager[Opened]:  # fmt: skip
+                 revision: str | None = None, **load: Any) -> contextlib.AbstractContextManager[Opened]:
     """A loaded backend for notebooks, benchmarks and tests, resolved and loaded the way a run loads it::
 
         with smallbench.open_backend("tiny-llama", "llama-cpp", quant="Q8_0") as m:
@@ -225,7 +225,7 @@ def run_group(group: GroupSpec, emit: Callable[[int, ResultRecord | None], None]
     emit(0, None)
     try:
         load_spec = LoadSpec(model_id=first.model.id, source=first.model.source or first.model.id,
-                             revision=first.model.revision, **first.load)  # fmt: skip
+                             revision=first.model.revision, **first.load)
         with opened(first.backend, load_spec, before_load) as m:
             backend_info = m.backend.describe()
             meter = energy.meter_for(backend_info.device)
@@ -238,7 +238,7 @@ def run_group(group: GroupSpec, emit: Callable[[int, ResultRecord | None], None]
                     settings = suite.settings(spec.settings)
                     roof = roofline(backend_info, hardware, m.info, bandwidth[0]) if suite.uses_roofline else None
                     ctx = SuiteContext(load=m.load, model_info=m.info, roofline=roof, energy=meter,
-                                       device=backend_info.device or "cpu")  # fmt: skip
+                                       device=backend_info.device or "cpu")
                     result = suite.run(m.backend, settings, ctx)
                 except Exception as exc:
                     traceback.print_exc()
@@ -247,20 +247,20 @@ def run_group(group: GroupSpec, emit: Callable[[int, ResultRecord | None], None]
                 model = spec.model.model_copy(update={
                     "params_total": m.info.params_total, "params_active": m.info.params_active, "dtype": m.info.dtype,
                     "quant": m.info.quant or spec.model.quant,
-                })  # fmt: skip
+                })
                 rec = ResultRecord(
                     smallbench_version=__version__, cell_id=spec.cell_id, run_id=spec.run_id, status="ok",
                     suite=spec.suite, settings=settings.model_dump(), model=model, backend=backend_info,
                     hardware=hardware, software=software, load=m.load, metrics=result.metrics, samples=result.samples,
                     extra=result.extra, duration_s=time.perf_counter() - t0 + (m.load.seconds if not i else 0.0),
-                )  # fmt: skip
+                )
                 if roof is None:
                     record(i, rec)
                     continue
                 roofs.append((i, rec, result, roof))
                 measured = roof.source.startswith("measured")
                 record(i, _with_roofline(rec, result, roof, roof.bandwidth_bytes_s,
-                                         BEFORE_LOAD if measured else roof.source))  # fmt: skip
+                                         BEFORE_LOAD if measured else roof.source))
     except Exception as exc:  # the load (or the close) failed: every cell not yet recorded fails with it
         traceback.print_exc()
         for i, spec in enumerate(group.cells):
@@ -281,11 +281,11 @@ def run_group(group: GroupSpec, emit: Callable[[int, ResultRecord | None], None]
 BEFORE_LOAD = "measured: best multi-threaded read of memory over a second before the load"
 #: The roofline's final source on a CPU: this machine's best (smallbench.hardware.machine_bandwidth).
 MACHINE_BEST = ("measured: best multi-threaded read of memory on this machine, {reads} runs since {since}; this run's "
-                "is the better of a second before load and one after close")  # fmt: skip
+                "is the better of a second before load and one after close")
 
 
 def _with_roofline(rec: ResultRecord, result: SuiteResult, roof: Roofline, bandwidth: float,
-                   source: str, this_run: float | None = None) -> ResultRecord:  # fmt: skip
+                   source: str, this_run: float | None = None) -> ResultRecord:
     """The record with ``decode_bandwidth_pct`` at ``bandwidth`` (the suite's own result and roofline stay
     unfinished, so that a better bandwidth can be applied later); ``this_run``: the run's own measurement, kept."""
     result, roof = copy.deepcopy((result, roof))

@@ -22,7 +22,7 @@ from rich.text import Text
 from smallbench.errors import SmallbenchError, Stopped, one_line
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                  help="Benchmark small open LLMs across inference backends.")  # fmt: skip
+                  help="Benchmark small open LLMs across inference backends.")
 #: User text (model ids, paths, errors) is printed as text: no rich markup, no highlighting ("[/x]" is characters).
 console = Console(markup=False, highlight=False, emoji=False)
 err_console = Console(stderr=True, markup=False, highlight=False, emoji=False)
@@ -128,7 +128,7 @@ def run(
         "tasks": _split(tasks) if tasks is not None else None, "data_dir": str(data_dir) if data_dir else None,
         "limit": limit, "num_fewshot": num_fewshot, "concurrency": _ints(concurrency, "--concurrency"),
         "request_rate": request_rate, "ttft_slo_ms": ttft_slo_ms, "tpot_slo_ms": tpot_slo_ms,
-    }.items() if v is not None}  # fmt: skip
+    }.items() if v is not None}
     # every setting checked here, in one pass, before any cell starts (smallbench/validate.py)
     validate.check_choice("--device", device, validate.DEVICE)
     validate.check_choice("--dtype", dtype, validate.DTYPES)
@@ -158,12 +158,12 @@ def run(
             raise SmallbenchError(f"invalid settings for suite '{s}': {where}{msg}") from None
         if dummy and suite_obj.needs_real_weights:
             raise SmallbenchError(f"--dummy runs random weights: the {s} suite means nothing on them (speed and "
-                                  "memory only)")  # fmt: skip
+                                  "memory only)")
         suite_obj.preflight(suite_settings[s])
     load = {"device": device, "dtype": dtype, "dummy": dummy, "trust_remote_code": trust_remote_code}
     options = {k: v for k, v in {"threads": threads, "batch_size": batch_size, "n_ctx": ctx_size,
                                  "n_gpu_layers": n_gpu_layers, "extra_bufts": extra_bufts}.items()
-               if v is not None}  # fmt: skip
+               if v is not None}
     if prefix_caching:
         options["prefix_caching"] = True
     if enforce_eager:
@@ -187,7 +187,7 @@ def run(
         return
 
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=False) as progress:  # fmt: skip
+                  TimeElapsedColumn(), console=err_console, transient=False) as progress:
         task = progress.add_task("starting", total=len(cells))
 
         def on_start(cell: runner.Cell) -> None:
@@ -237,7 +237,7 @@ def plan_table(cells, executor, isolate: str, force: bool) -> Table:
         table.add_column(col, no_wrap=col != "placement")
     for n, idx in enumerate(runner.groups(cells, isolate), 1):
         where = "here" if nodes is None else (executor.unplaceable(GroupSpec(cells=[cells[i].spec for i in idx]),
-                                                                   nodes) or "placeable")  # fmt: skip
+                                                                   nodes) or "placeable")
         for i in idx:
             c = cells[i]
             state = "reuse" if not force and runner.finished(c) is not None else "run"
@@ -272,7 +272,7 @@ def slowdown_warnings(records) -> list[str]:
             where = "".join(f" {k}={v}" for k, v in worst.labels.items())
             out.append(f"{r.model.id} · {r.backend.name} · {r.suite}: {worst.name}{where} got steadily slower over "
                        f"{worst.drift.n} trials (last third {worst.drift.slowdown:+.0%} vs first, rank correlation "
-                       f"{worst.drift.spearman:.2f}); thermal throttling? try --cooldown SECONDS")  # fmt: skip
+                       f"{worst.drift.spearman:.2f}); thermal throttling? try --cooldown SECONDS")
     return out
 
 
@@ -285,7 +285,7 @@ def parity_tables(records, console: Console, reference: str | None = None) -> li
     df = parity.table(records, reference)
     names = ["model", "backend", "device", "quant", "reference"]
     cols = {"max |Δ loglik|": {}, "mean |Δ loglik|": {}, "greedy prefix": {}, "tokenizer": {},
-            "within tolerance": {}, "accuracy Δ": {"no_wrap": False}}  # fmt: skip
+            "within tolerance": {}, "accuracy Δ": {"no_wrap": False}}
     rows = []
     for _, row in df.iterrows():
         ok = row["within tolerance"]
@@ -294,7 +294,7 @@ def parity_tables(records, console: Console, reference: str | None = None) -> li
         rows.append(list({**cells, "within tolerance": verdict}.values()))
     caption = f"no parity record to compare with a {reference} one of the same weights and settings"
     return split_tables(console, f"parity against {reference} (same weights, probe set {parity.PROBE_HASH})",
-                        names, cols, rows, caption=None if rows else caption)  # fmt: skip
+                        names, cols, rows, caption=None if rows else caption)
 
 
 def summary_tables(records, console: Console) -> list[Table]:
@@ -317,13 +317,13 @@ def summary_tables(records, console: Console) -> list[Table]:
         status = ["ok" if not row["failed"] else f"{row['failed']} failed"] if failed else []
         backend = f"{row['backend']} ({row['config']})" if row["config"] else row["backend"]
         rows.append([model, backend, *(row[c] or "—" for c in varying), *status,
-                     *("—" if math.isnan(row[c]) else f"{row[c]:,.{_digits(row[c])}f}" for c in cols)])  # fmt: skip
+                     *("—" if math.isnan(row[c]) else f"{row[c]:,.{_digits(row[c])}f}" for c in cols)])
     title = f"smallbench summary (medians{''.join(f', {x}' for x in shared)})"
     return split_tables(console, title, names, dict.fromkeys(cols, {"justify": "right"}), rows)
 
 
 def split_tables(console: Console, title: str, names: list[str], cols: dict[str, dict], rows: list[list],
-                 caption: str | None = None) -> list[Table]:  # fmt: skip
+                 caption: str | None = None) -> list[Table]:
     """One table of ``rows`` (cells of the ``names`` columns, then of ``cols``: header → rich column options) where
     it fits ``console``, else the unit under each header; narrower still, as pandas prints a wide frame, several
     tables, each with the ``names`` columns and as many of ``cols`` as fit, headers a word per line. A cell of
@@ -385,7 +385,7 @@ def accuracy_tables(records) -> list[Table]:
             name = m.name if m.labels.get("filter") in (None, "none") else f"{m.name} ({m.labels['filter']})"
             se = "—" if m.stderr is None else f"{m.stderr:.4f}"
             table.add_row(m.labels.get("task"), name, f"{m.value:.4f}", se, str(m.labels.get("n")),
-                          str(m.labels.get("num_fewshot")))  # fmt: skip
+                          str(m.labels.get("num_fewshot")))
         tables.append(table)
     return tables
 
@@ -454,14 +454,14 @@ def models_check(
     p = c.params
     moe = f", {_params(p.active)} active per token" if p.is_moe else ""
     console.print(f"{model}: {sizing.arch(config).model_type}, {p.total:,} parameters ({_params(p.total)}){moe}; "
-                  f"counted by {how}", highlight=False, soft_wrap=True)  # fmt: skip
+                  f"counted by {how}", highlight=False, soft_wrap=True)
     if c.published:
         verdict = "matches" if c.matches_catalogue else "DOES NOT match"
         console.print(f"  {verdict} the catalogue's {_params(c.published)} ({c.deviation:+.2%}; tolerance "
-                      f"{sizing.CATALOGUE_TOLERANCE:.1%})", highlight=False)  # fmt: skip
+                      f"{sizing.CATALOGUE_TOLERANCE:.1%})", highlight=False)
     cap = _params(sizing.BUILD_SMALL_CAP)
     console.print(f"  Build Small: {'PASS' if c.under_cap else 'FAIL'} ({_params(p.total)} total "
-                  f"{'<' if c.under_cap else '≥'} {cap})", highlight=False)  # fmt: skip
+                  f"{'<' if c.under_cap else '≥'} {cap})", highlight=False)
     if not c.ok:
         raise typer.Exit(1)
 
@@ -494,7 +494,7 @@ def models_pin(
                 c = sizing.compliance(pin.config, known.params_total, models.param_count(pin.config)[0])
             except Exception as exc:  # noqa: BLE001 - a config the arithmetic cannot read: this entry's line only
                 raise SmallbenchError(f"{name}: cannot count the parameters of {pin.repo}'s config.json at "
-                                      f"{pin.sha}: {one_line(exc)}; not pinned") from None  # fmt: skip
+                                      f"{pin.sha}: {one_line(exc)}; not pinned") from None
             if c.published and not c.matches_catalogue:
                 raise SmallbenchError(f"{name}: the config.json of {pin.repo} at {pin.sha} counts "
                                       f"{c.params.total:,} parameters, {c.deviation:+.2%} from the catalogue's "
@@ -508,7 +508,7 @@ def models_pin(
         same = "the same as the catalogue's" if not pin.differs else f"{len(pin.differs)} keys differ: " + "; ".join(
             f"{k} {show(ours)} → {show(hub)}" for k, ours, hub in pin.differs)
         params = (f"{_params(c.params.total)} counted, {c.deviation:+.2%} from the catalogue's {_params(c.published)}"
-                  if c.published else f"{_params(c.params.total)} counted")  # fmt: skip
+                  if c.published else f"{_params(c.params.total)} counted")
         done = "written" if write else "not written (--write)"
         console.print(f"{name}: {pin.repo} at {pin.sha}; config.json {same}; {params}; {done}", soft_wrap=True)
     if failed:
@@ -552,7 +552,7 @@ def fit(
     index = int(n) if n.isdigit() else 0  # cuda:N
     if gpu is not None and sizing.table_bandwidth(gpu) is None:
         raise SmallbenchError(f"--gpu '{gpu}' is not in smallbench's bandwidth table; choose from: "
-                              f"{', '.join(name for name, _ in sizing.DEVICE_BANDWIDTH)}")  # fmt: skip
+                              f"{', '.join(name for name, _ in sizing.DEVICE_BANDWIDTH)}")
     if memory is not None:
         total, where = sizing.parse_bytes(memory, "--memory", positive=True), memory
     elif on_gpu and index < len(gpus):
@@ -571,7 +571,7 @@ def fit(
                    models.param_count(config)[0].total)
     if context is not None and context > f.max_context:
         raise SmallbenchError(f"--context {context:,} is longer than {model}'s maximum of {f.max_context:,} tokens "
-                              "(max_position_embeddings)")  # fmt: skip
+                              "(max_position_embeddings)")
     gib = 2**30
     out = functools.partial(console.print, highlight=False, soft_wrap=True)
     on = f" on {backend} ({'GPU' if on_gpu else 'CPU'})" if backend else ""
@@ -715,7 +715,7 @@ def compare(
     axes = {k: _split(v) for k, v in (("backend", backend), ("quant", quant), ("hardware", hardware)) if v}
     if len(axes) > 1 or (axes and b is not None) or (not axes and b is None):
         raise SmallbenchError("compare takes two results (A B), or one folder and one of --backend, --quant, "
-                              "--hardware with two values X,Y")  # fmt: skip
+                              "--hardware with two values X,Y")
 
     def read(paths: str):
         return [r for path in _split(paths) for r in read_results(Path(path))]
@@ -734,14 +734,14 @@ def compare(
     verdicts = [v for ra, rb in pairs for v in C.compare_records(ra, rb, threshold, sides)]
     if not verdicts:
         raise SmallbenchError("nothing to compare: no cell measured on both sides with raw samples (same model, "
-                              "suite and settings)")  # fmt: skip
+                              "suite and settings)")
     if fmt == "table":
         wide_console().print(compare_table(verdicts, sides))
         return
     rows = [{**{k: v for k, v in vars(x).items() if k not in ("labels", "sides", "n", "runs")},
              "labels": json.dumps(x.labels, sort_keys=True, default=str), "n_a": x.n[0], "n_b": x.n[1],
              "runs_a": x.runs[0], "runs_b": x.runs[1], "a_side": sides[0], "b_side": sides[1]}
-            for x in verdicts]  # fmt: skip
+            for x in verdicts]
     if fmt == "json":
         sys.stdout.write(json.dumps(rows, indent=1, default=str) + "\n")
     else:
@@ -756,7 +756,7 @@ def compare_table(verdicts, sides: tuple[str, str]) -> Table:
         table.caption = ("one run on a side: its interval holds the noise within that run only; on a shared or "
                          "virtual machine two runs of one cell can differ far more (benchmarks/README.md). Give "
                          "each side several runs (comma lists of result folders) for a verdict that holds between "
-                         "runs.")  # fmt: skip
+                         "runs.")
     for col in ("model", "suite", "metric", "A", "B", "runs", "B ÷ A [95 % CI] / McNemar", "verdict"):
         table.add_column(col, no_wrap=col != "metric", justify="right" if col in ("A", "B") else "left")
     for v in verdicts:
@@ -771,7 +771,7 @@ def compare_table(verdicts, sides: tuple[str, str]) -> Table:
         colour = {"no significant difference": "", "faster": "green", "smaller": "green", "better": "green"}
         table.add_row(Text(v.model), v.suite, f"{v.metric}{where} ({v.unit})", f"{v.a:.4g}", f"{v.b:.4g}",
                       f"{v.runs[0]} : {v.runs[1]}", stat,
-                      Text(v.verdict, style=colour.get(v.verdict, "red")))  # fmt: skip
+                      Text(v.verdict, style=colour.get(v.verdict, "red")))
     return table
 
 
@@ -845,7 +845,7 @@ def space(
     for line in skipped:
         err_console.print(f"skipped: {line}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote the Space to {out}/ ({copied} records); push it with: hf upload --repo-type space "
-                  f"ORG/NAME {out}", markup=False, soft_wrap=True)  # fmt: skip
+                  f"ORG/NAME {out}", markup=False, soft_wrap=True)
 
 
 def _need_app() -> None:

@@ -54,7 +54,7 @@ class Verdict:
 
 
 def ratio_ci(a: list[float], b: list[float], level: float = LEVEL, resamples: int = RESAMPLES,
-             seed: int = 0) -> tuple[float, float, float]:  # fmt: skip
+             seed: int = 0) -> tuple[float, float, float]:
     """median(B) ÷ median(A) and its percentile-bootstrap interval (each side resampled on its own)."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     rng = np.random.default_rng(seed)
@@ -68,7 +68,7 @@ def ratio_ci(a: list[float], b: list[float], level: float = LEVEL, resamples: in
 
 
 def ratio_ci_runs(a: list[list[float]], b: list[list[float]], level: float = LEVEL, resamples: int = 2000,
-                  seed: int = 0) -> tuple[float, float, float]:  # fmt: skip
+                  seed: int = 0) -> tuple[float, float, float]:
     """As :func:`ratio_ci` when each side has several runs of the cell: a two-level bootstrap (runs resampled, then
     each chosen run's samples), so that the interval holds the noise between runs as well as within them."""
     if len(a) == 1 and len(b) == 1:
@@ -88,13 +88,13 @@ def ratio_ci_runs(a: list[list[float]], b: list[list[float]], level: float = LEV
 
 
 def speed_verdict(ratio: float, low: float, high: float, higher_is_better: bool | None, unit: str,
-                  threshold: float = THRESHOLD) -> str:  # fmt: skip
+                  threshold: float = THRESHOLD) -> str:
     """What B is next to A for a metric with a direction (``SAME`` inside the noise or the threshold)."""
     if higher_is_better is None or low <= 1.0 <= high or abs(ratio - 1.0) < threshold:
         return SAME
     better = (ratio > 1.0) == higher_is_better
     words = ("faster", "slower") if unit in _SPEED_UNITS else ("smaller", "larger") if unit == "bytes" else \
-        ("better", "worse")  # fmt: skip
+        ("better", "worse")
     return words[0] if better else words[1]
 
 
@@ -109,7 +109,7 @@ def mcnemar(a: dict[Any, float], b: dict[Any, float]) -> tuple[int, int, int, fl
         return len(common), 0, 0, 1.0
     k = min(only_a, only_b)
     tail = sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2))
-               for i in range(k + 1))  # fmt: skip
+               for i in range(k + 1))
     return len(common), only_b, only_a, min(1.0, 2.0 * tail)
 
 
@@ -132,7 +132,7 @@ def _group_items(rec: ResultRecord, m: Metric) -> dict[Any, float] | None:
     pooled: dict[Any, float] = {}
     for x in rec.metrics:
         if x.name == m.name and x.labels.get("subtask") is not None and all(
-                x.labels.get(k) == m.labels.get(k) for k in ("task", "filter")):  # fmt: skip
+                x.labels.get(k) == m.labels.get(k) for k in ("task", "filter")):
             items = _items(rec, x)
             if items is None:
                 return None
@@ -147,7 +147,7 @@ def _key(m: Metric) -> str:
 
 
 def compare_records(a: ResultRecord | list[ResultRecord], b: ResultRecord | list[ResultRecord],
-                    threshold: float = THRESHOLD, sides: tuple[str, str] = ("A", "B")) -> list[Verdict]:  # fmt: skip
+                    threshold: float = THRESHOLD, sides: tuple[str, str] = ("A", "B")) -> list[Verdict]:
     """Every metric both sides share that has raw samples on both. A side may be several runs (records) of the same
     cell: speed and memory then use every run (:func:`ratio_ci_runs`); accuracy uses the newest run of each side."""
     runs_a, runs_b = (sorted(x, key=lambda r: r.created_at) if isinstance(x, list) else [x] for x in (a, b))
@@ -159,7 +159,7 @@ def compare_records(a: ResultRecord | list[ResultRecord], b: ResultRecord | list
         if mb is None:
             continue
         base = {"model": first_a.model.id, "suite": first_a.suite, "metric": ma.name, "labels": ma.labels,
-                "unit": ma.unit, "a": ma.value, "b": mb.value, "sides": sides}  # fmt: skip
+                "unit": ma.unit, "a": ma.value, "b": mb.value, "sides": sides}
         if first_a.suite == "accuracy":
             items = _items if ma.samples_key and mb.samples_key else _group_items
             ia, ib = items(first_a, ma), items(first_b, mb)
@@ -211,7 +211,7 @@ DIMENSIONS = {
 
 def cell_key(r: ResultRecord, without: tuple[str, ...] = ()) -> str:
     key = {"model": r.model.id, "weights": r.model.weights_id, "suite": r.suite, "settings": r.settings,
-           **{d: f(r) for d, f in DIMENSIONS.items() if d not in without}}  # fmt: skip
+           **{d: f(r) for d, f in DIMENSIONS.items() if d not in without}}
     return json.dumps(key, sort_keys=True, default=str)
 
 
@@ -220,7 +220,7 @@ FREE = {"backend": ("backend", "quant"), "quant": ("quant",), "hardware": ("hard
 
 
 def pair(a: Iterable[ResultRecord], b: Iterable[ResultRecord],
-         by: str | None = None) -> list[tuple[list[ResultRecord], list[ResultRecord]]]:  # fmt: skip
+         by: str | None = None) -> list[tuple[list[ResultRecord], list[ResultRecord]]]:
     """The runs (ok records) of A and of B that measure the same cell; with ``by`` (backend, quant, hardware), the
     same cell apart from that dimension (a backend also apart from its quant): every such pair of cells."""
     def cells(records: Iterable[ResultRecord]) -> dict[str, dict[str, list[ResultRecord]]]:

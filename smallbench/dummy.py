@@ -46,11 +46,11 @@ def model_folder(name: str, config: dict[str, Any]) -> Path:
     from smallbench import tiny_model
 
     config = {**config, "bos_token_id": tiny_model.MODEL_CONFIG["bos_token_id"],
-              "eos_token_id": tiny_model.MODEL_CONFIG["eos_token_id"], "pad_token_id": None}  # fmt: skip
+              "eos_token_id": tiny_model.MODEL_CONFIG["eos_token_id"], "pad_token_id": None}
     vocab = config.get("vocab_size") or 0
     if vocab < tiny_model.VOCAB_SIZE:
         raise SmallbenchError(f"a dummy model needs a vocabulary of at least {tiny_model.VOCAB_SIZE} tokens "
-                              f"(the built-in tokenizer's), '{name}' has {vocab}")  # fmt: skip
+                              f"(the built-in tokenizer's), '{name}' has {vocab}")
     folder = cache_dir() / "dummy" / f"{name}-{_digest(config)}"
     if (folder / MARKER).exists():
         return folder
@@ -82,7 +82,7 @@ def config_folder(source: str, revision: str | None = None) -> Path:
         return Path(snapshot_download(source, revision=revision, allow_patterns=["*.json", "tokenizer*", "*.model"]))
     except Exception as exc:
         raise SmallbenchError(f"--dummy: cannot fetch the config of '{source}' (offline and not cached?): "
-                              f"{type(exc).__name__}") from None  # fmt: skip
+                              f"{type(exc).__name__}") from None
 
 
 def checkpoint(folder: Path, dtype: str = "bfloat16", seed: int = 0) -> Path:
@@ -119,7 +119,7 @@ def checkpoint(folder: Path, dtype: str = "bfloat16", seed: int = 0) -> Path:
 #: Widths of a scaled-down model: small enough for a test, wide enough for every engine's kernels (vLLM's CPU
 #: attention needs a head dim of 32, 64, 80...).
 SMALL = dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=32, intermediate_size=256,
-             vocab_size=2048, max_position_embeddings=2048)  # fmt: skip
+             vocab_size=2048, max_position_embeddings=2048)
 
 
 def scale_down(config: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +137,7 @@ def scale_down(config: dict[str, Any]) -> dict[str, Any]:
     if "hybrid_override_pattern" in c:  # Nemotron-H: one block of each kind, Mamba first
         pattern = "".join(dict.fromkeys(config["hybrid_override_pattern"]))
         c.update(hybrid_override_pattern=pattern, num_hidden_layers=len(pattern), mamba_num_heads=4,
-                 mamba_head_dim=32, n_groups=2, ssm_state_size=16, chunk_size=64)  # fmt: skip
+                 mamba_head_dim=32, n_groups=2, ssm_state_size=16, chunk_size=64)
     elif "num_hidden_layers" in c:
         types = config.get("layer_types")
         # up to and including the first layer of the last kind to appear (e.g. 3 sliding + 1 full)

@@ -37,7 +37,7 @@ def nvml_meter(index: int = 0) -> EnergyMeter | None:
     except Exception:  # noqa: BLE001 - no NVML, no GPU, or a GPU without the counter
         return None
     return EnergyMeter(f"NVML total energy, GPU {index}",
-                       lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1000.0)  # fmt: skip
+                       lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1000.0)
 
 
 def rapl_meter(root: Path = RAPL) -> EnergyMeter | None:

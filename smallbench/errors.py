@@ -14,7 +14,7 @@ class Stopped(SmallbenchError):
 
     def __init__(self, signal_name: str, number: int) -> None:
         super().__init__(f"interrupted by {signal_name}: finished cells are kept; the same command resumes the run "
-                         "(only cells without a good record run again)")  # fmt: skip
+                         "(only cells without a good record run again)")
         self.exit_code = 128 + number
 
 

@@ -133,7 +133,7 @@ class LocalExecutor(Executor):
                         [sys.executable, "-m", "smallbench.cell", str(spec_file)], env=self._env(tmp, write_end),
                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                         pass_fds=(write_end,),
-                    )  # fmt: skip
+                    )
             except BaseException:
                 os.close(read_end)
                 raise
@@ -178,7 +178,7 @@ class LocalExecutor(Executor):
         return {**os.environ, SCRATCH_ENV: tmp, "SMALLBENCH_RUNNER_PID": str(os.getpid()), CHANNEL_ENV: str(channel)}
 
     def _follow(self, group: GroupSpec, proc: subprocess.Popen, messages: queue.Queue,
-                handle: Callable[[str], bool], timeout: float) -> str | None:  # fmt: skip
+                handle: Callable[[str], bool], timeout: float) -> str | None:
         """Pass on the child's messages until it ends; each cell's start resets the deadline. The reason the
         running cell failed, if it did (None when the child ended by itself with code 0 or 1)."""
         deadline = time.monotonic() + timeout

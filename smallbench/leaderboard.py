@@ -58,7 +58,7 @@ BOUND, BOUND_KIND = "roofline bound (GB/s)", "roofline bound"
 PARITY = "parity max |Δ loglik| vs transformers"
 SHAPE = "shape (prompt→gen tokens)"
 IDENTITY = ["model", "name", "maker", "role", "params total (B)", "params active (B)", "backend", "backend version",
-            "device", "config", "quant", "weights", SHAPE, "hardware"]  # fmt: skip
+            "device", "config", "quant", "weights", SHAPE, "hardware"]
 
 
 def primary_accuracy(rec: ResultRecord) -> dict[str, Metric]:
@@ -123,7 +123,7 @@ def headline(recs: list[ResultRecord]) -> dict[str, tuple[ResultRecord, Metric, 
         for m in r.metrics:
             if m.name == "output_tok_s" and (best is None or m.value > best[1].value):
                 where = (f"batch {m.labels['batch_size']}" if "batch_size" in m.labels
-                         else f"concurrency {m.labels.get('concurrency')}")  # fmt: skip
+                         else f"concurrency {m.labels.get('concurrency')}")
                 best = (r, m, where)
     out[THROUGHPUT] = best
     out[PEAK] = first((mem, {}), name="nvml_process_peak_bytes") or first((mem, {}), name="peak_rss_bytes")
@@ -149,7 +149,7 @@ def row_key(rec: ResultRecord) -> tuple[str, ...]:
     hw = rec.hardware
     config = config_label(rec.backend, hw.cpu_cores_physical if hw else None)
     return (rec.model.id, weights, rec.model.quant or rec.model.dtype or "", rec.backend.name,
-            rec.backend.device or "", config, hw.fingerprint if hw else "unknown")  # fmt: skip
+            rec.backend.device or "", config, hw.fingerprint if hw else "unknown")
 
 
 _CONFIG = KEY.index("config")
@@ -234,7 +234,7 @@ def build(records: Iterable[ResultRecord]) -> Board:
             "backend version": rec.backend.version or "", "device": k["device"], "config": k["config"],
             "quant": k["quant"], "weights": "dummy" if rec.model.dummy else "real", SHAPE: k[SHAPE],
             "hardware": hw.accelerator if hw else "unknown", "hardware_id": k["hardware_id"],
-        }  # fmt: skip
+        }
         picked = headline(recs)
         for col, (_, stat) in COLUMNS.items():
             hit = picked[col]
@@ -322,11 +322,11 @@ def no_significant_difference(a: tuple[ResultRecord, Metric], b: tuple[ResultRec
 def filter_table(df: pd.DataFrame, hardware: list[str] | None = None, backends: list[str] | None = None,
                  roles: list[str] | None = None, quants: list[str] | None = None, weights: list[str] | None = None,
                  params: tuple[float, float] | None = None, search: str = "",
-                 shapes: list[str] | None = None) -> pd.DataFrame:  # fmt: skip
+                 shapes: list[str] | None = None) -> pd.DataFrame:
     """The rows matching every given filter (None or empty: no filter on that field)."""
     mask = pd.Series(True, index=df.index)
     for col, allowed in (("hardware", hardware), ("backend", backends), ("role", roles), ("quant", quants),
-                         ("weights", weights), (SHAPE, shapes)):  # fmt: skip
+                         ("weights", weights), (SHAPE, shapes)):
         if allowed:
             mask &= df[col].isin(allowed)
     if params:
@@ -340,7 +340,7 @@ def filter_table(df: pd.DataFrame, hardware: list[str] | None = None, backends: 
 
 
 def fits(memory_bytes: int, quant: str = "Q4_K_M", context: int = 4096, overhead: int = 2**30,
-         backend: str | None = None, device: str = "cuda", gpu: str | None = None) -> pd.DataFrame:  # fmt: skip
+         backend: str | None = None, device: str = "cuda", gpu: str | None = None) -> pd.DataFrame:
     """The sizing module's answer for every catalogued model at one memory budget (plus what ``backend`` holds
     besides on ``device``, and what it can still run where a model does not fit, as ``smallbench fit --backend``
     says; with ``gpu``, a name in the bandwidth table, the fastest one sequence decodes there, as ``fit --gpu``)."""
@@ -368,7 +368,7 @@ def fits(memory_bytes: int, quant: str = "Q4_K_M", context: int = 4096, overhead
             "KV per sequence at this context (MiB)": round(f.kv.bytes(f.context) / 2**20, 1),
             "fits": fits, "sequences at this context": 0 if over else f.sequences_at_context,
             "longest context (tokens)": f.longest_context,
-        })  # fmt: skip
+        })
         if bandwidth:
             rows[-1][f"decode bound on {gpu} (tok/s)"] = math.nan if over else round(
                 sizing.decode_bound(e.config, f, bandwidth, f.context)[0])

@@ -67,7 +67,7 @@ def fetch(version: str | None = None, timeout: float = 120.0) -> Path:
     want = f"llama_cpp_python-{version}.tar.gz"
     try:  # the index's JSON form (PEP 691), as pip reads it
         req = urllib.request.Request(f"{index}/llama-cpp-python/",
-                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})  # fmt: skip
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
         with urllib.request.urlopen(req, timeout=timeout) as r:
             files = json.load(r)["files"]
         sdist = next(f["url"] for f in files if f["filename"].lower() == want)
@@ -97,7 +97,7 @@ def ensure_converter() -> Path:
         return dest
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         raise SmallbenchError(f"llama.cpp's converter for llama-cpp-python {installed_version()} is not in the "
-                              f"cache and the run is offline: {SETUP_HINT}")  # fmt: skip
+                              f"cache and the run is offline: {SETUP_HINT}")
     try:
         return fetch()
     except SmallbenchError as exc:
@@ -147,7 +147,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def convert(hf_dir: Path, out: Path, outtype: str = "F16", trust_remote_code: bool = False,
-            timeout: float = 3600.0) -> None:  # fmt: skip
+            timeout: float = 3600.0) -> None:
     """Write ``hf_dir`` as a GGUF of ``outtype`` (F32 / F16 / BF16) with llama.cpp's converter. The converter asks
     transformers to trust remote code in places (e.g. Nemotron-H's tokenizer); it gets the repo's code
     only with the user's ``trust_remote_code``."""
@@ -157,14 +157,14 @@ def convert(hf_dir: Path, out: Path, outtype: str = "F16", trust_remote_code: bo
     builtin_sha = sha256_file(tiny_model.model_dir() / "tokenizer.json")
     cmd = [sys.executable, "-c", _RUNNER, str(conv), builtin_sha, "1" if trust_remote_code else "0", str(hf_dir),
            "--outfile", str(out),
-           "--outtype", CONVERTER_TYPES[outtype]]  # fmt: skip
+           "--outtype", CONVERTER_TYPES[outtype]]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0 or not out.exists():
         lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
         arch = json.loads((hf_dir / "config.json").read_text()).get("architectures", ["?"])[0]
         why = lines[-1] if lines else f"exit code {proc.returncode}"
         raise SmallbenchError(f"llama.cpp's converter (llama-cpp-python {installed_version()}) cannot convert "
-                              f"{arch}: {why}")  # fmt: skip
+                              f"{arch}: {why}")
 
 
 def ensure_gguf(hf_dir: Path, weights_id: str, quant: str, trust_remote_code: bool = False) -> Path:

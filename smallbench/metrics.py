@@ -61,7 +61,7 @@ class BatchTrace:
             t_first=max(t.chunks[0][0] for t in traces), t_last=max(t.chunks[-1][0] for t in traces),
             batch=len(traces), n_prompt=traces[0].n_prompt, n_out=[t.n_out for t in traces],
             token_ids=[t.token_ids for t in traces],
-        )  # fmt: skip
+        )
 
 
 class MetricError(ValueError):
@@ -206,7 +206,7 @@ _PCT = 1e4
 
 def _m(unit: str, better: bool | None, definition: str, low: float = 0.0, high: float | None = None) -> MetricInfo:
     default = {"s": _TIME, "s/token": _TIME, "tok/s": _RATE, "req/s": _RATE, "bytes": _BYTES, "tokens": 1e12,
-               "%": _PCT, "fraction": 1.0, "J/token": 1e6}.get(unit, math.inf)  # fmt: skip
+               "%": _PCT, "fraction": 1.0, "J/token": 1e6}.get(unit, math.inf)
     return MetricInfo(unit, better, definition, low, default if high is None else high)
 
 

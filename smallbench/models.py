@@ -86,7 +86,7 @@ def catalogue() -> dict[str, CatalogueEntry]:
         name="tiny-llama", display_name="tiny-llama (built in)", maker="smallbench", role="builtin", repo="builtin",
         architecture="llama", params_total=None, license="Apache-2.0", gated=False, trust_remote_code=False,
         notes="ships with smallbench; the default", config={"model_type": "llama", **tiny_model.MODEL_CONFIG},
-    )  # fmt: skip
+    )
     out = {builtin.name: builtin}
     for f in sorted(CATALOGUE_DIR.glob("*.json")):
         entry = read_entry(f)
@@ -119,7 +119,7 @@ class ResolvedModel:
 
 
 def resolve(model_id: str, revision: str | None = None, dummy: bool = False,
-            trust_remote_code: bool = False) -> ResolvedModel:  # fmt: skip
+            trust_remote_code: bool = False) -> ResolvedModel:
     """Find the model. Raises :class:`SmallbenchError` if absent, or if a catalogued model needs a flag the
     user did not pass. ``dummy`` with a catalogued model builds it from its embedded config, offline."""
     known = entry(model_id)
@@ -132,7 +132,7 @@ def resolve(model_id: str, revision: str | None = None, dummy: bool = False,
         if known.trust_remote_code and not trust_remote_code:
             raise SmallbenchError(f"model '{model_id}' ({known.repo}) runs Python code from its repo "
                                   f"('{known.architecture}' is not in the libraries): pass --trust-remote-code "
-                                  "if you trust it")  # fmt: skip
+                                  "if you trust it")
         if dummy:
             from smallbench import dummy as dummy_models
 
@@ -146,7 +146,7 @@ def resolve(model_id: str, revision: str | None = None, dummy: bool = False,
             raise SmallbenchError(f"model path '{source}' is a file, not a model folder")
         if revision and known is None:
             raise SmallbenchError(f"--revision applies to Hub ids; '{model_id}' is a local path (its files are what "
-                                  "runs)")  # fmt: skip
+                                  "runs)")
         if dummy and not (local / "config.json").is_file():  # a GGUF file has none either
             raise SmallbenchError(f"--dummy builds a model from its config.json; '{model_id}' has none")
         return ResolvedModel(model_id, str(local.resolve()), revision, False, None if dummy else weights_digest(local))
@@ -166,7 +166,7 @@ def resolve(model_id: str, revision: str | None = None, dummy: bool = False,
         what = f"catalogued as {source}" if known else "not a catalogued name (smallbench list models) or local path"
         gated = " (a gated model: accept its licence on the Hub and log in)" if known and known.gated else ""
         raise SmallbenchError(f"model '{model_id}' not found: {what}, not in the Hugging Face cache, and the Hub "
-                              f"says: {reason}{gated}")  # fmt: skip
+                              f"says: {reason}{gated}")
     return ResolvedModel(model_id, source, snapshot.name if snapshot else revision, False, None)
 
 
@@ -264,7 +264,7 @@ def hub_pin(known: CatalogueEntry) -> Pin:
     sha = snapshot.name
     keys = sorted(set(known.config) | set(config))
     differs = [(k, known.config.get(k, ABSENT), config.get(k, ABSENT)) for k in keys
-               if k not in known.config or k not in config or known.config[k] != config[k]]  # fmt: skip
+               if k not in known.config or k not in config or known.config[k] != config[k]]
     return Pin(known.name, known.repo, sha, config, differs)
 
 
@@ -273,7 +273,7 @@ def write_pin(path: Path, pin: Pin) -> None:
     the one there. Refuses (one line, file untouched) a config the catalogue would not load."""
     data = json.loads(path.read_text(encoding="utf-8"))
     data.update(revision=pin.sha, config=pin.config,
-                config_source=f"config.json of {pin.repo} at {pin.sha}, read by `smallbench models pin`")  # fmt: skip
+                config_source=f"config.json of {pin.repo} at {pin.sha}, read by `smallbench models pin`")
     try:
         CatalogueEntry.model_validate(data)
     except ValueError as exc:
@@ -366,7 +366,7 @@ def check_versions(model_id: str, backends: list[str]) -> None:
                     continue
                 if Version(have) < Version(need):
                     raise SmallbenchError(f"{model_id} ({known.architecture}) needs {dist} >= {need} for backend "
-                                          f"'{backend}'; {have} is installed")  # fmt: skip
+                                          f"'{backend}'; {have} is installed")
 
 
 def param_count(config: dict[str, Any]) -> tuple[sizing.ParamCount, str]:

@@ -46,7 +46,7 @@ class CompletionsClient:
 
     # -- streaming ---------------------------------------------------------------------------
     def stream(self, prompts: list[list[int]], max_tokens: int, max_concurrency: int = 1,
-               request_rate: float | None = None, seed: int = 0, **extra: Any) -> list[GenerationTrace]:  # fmt: skip
+               request_rate: float | None = None, seed: int = 0, **extra: Any) -> list[GenerationTrace]:
         """Greedy streamed completion of each prompt, at most ``max_concurrency`` in flight, sent as a
         Poisson process of ``request_rate``/s when given (else as soon as a slot frees). Traces in order."""
         delays = [0.0] * len(prompts)
@@ -69,7 +69,7 @@ class CompletionsClient:
 
     async def _stream_one(self, prompt: list[int], max_tokens: int, extra: dict) -> GenerationTrace:
         payload = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
-                   "stream": True, **extra}  # fmt: skip
+                   "stream": True, **extra}
         trace = GenerationTrace(t_send=time.perf_counter(), n_prompt=len(prompt))
         try:
             async with self._session.post(self.url, json=payload) as resp:

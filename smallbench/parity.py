@@ -35,7 +35,7 @@ class Probe:
 
     def extra(self) -> dict[str, Any]:
         return {"probes": PROBE_HASH, "prompt_ids": self.prompt_ids, "greedy_ids": self.greedy_ids,
-                "greedy_text": self.greedy_text}  # fmt: skip
+                "greedy_text": self.greedy_text}
 
 
 def requests(backend: Backend) -> list[tuple[list[int], list[int]]]:
@@ -59,7 +59,7 @@ def run_probes(backend: Backend, gen_tokens: int) -> Probe:
     prompt_ids = [backend.tokenize(p) for p in PROMPTS]
     greedy = [backend.stream(ids, gen_tokens, ignore_eos=True).token_ids for ids in prompt_ids]
     return Probe([float(ll) for ll, _ in scored], [bool(g) for _, g in scored], prompt_ids, greedy,
-                 [backend.detokenize(g) for g in greedy])  # fmt: skip
+                 [backend.detokenize(g) for g in greedy])
 
 
 def _prefix(a: list[int], b: list[int]) -> int:
@@ -88,7 +88,7 @@ def table(records: list[ResultRecord], reference: str = "transformers"):
     ok = sorted((r for r in records if r.status == "ok"), key=lambda r: r.created_at)
     probes = [r for r in ok if r.suite == "parity" and r.extra.get("parity", {}).get("probes") == PROBE_HASH]
     accuracy = {(r.model.id, r.model.weights_id, r.backend.name, r.model.quant): r for r in ok
-                if r.suite == "accuracy"}  # fmt: skip
+                if r.suite == "accuracy"}
     rows = []
     for r in probes:
         # the reference backend itself is compared only off the CPU: its GPU records against its CPU records
@@ -96,7 +96,7 @@ def table(records: list[ResultRecord], reference: str = "transformers"):
         if own and r.backend.device == "cpu":
             continue
         refs = [x for x in probes if x.backend.name == reference and _weights(x) == _weights(r)
-                and (not own or x.backend.device == "cpu")]  # fmt: skip
+                and (not own or x.backend.device == "cpu")]
         if not refs:
             continue
         same_hw = [x for x in refs if x.hardware and r.hardware and x.hardware.fingerprint == r.hardware.fingerprint]
@@ -123,7 +123,7 @@ def table(records: list[ResultRecord], reference: str = "transformers"):
             "tokenizer": f"{agree} of {len(pb['prompt_ids'])} prompts",
             "within tolerance": bool(diffs) and max(diffs) < TOLERANCE and agree == len(pb["prompt_ids"]),
             "accuracy Δ": "; ".join(acc),
-        })  # fmt: skip
+        })
     return pd.DataFrame(rows)
 
 

@@ -50,7 +50,7 @@ def publish(folder: Path, repo: str, private: bool = False, message: str | None 
         if new:
             ops = [CommitOperationAdd(path_in_repo=k, path_or_fileobj=str(f)) for k, f in new.items()]
             api.create_commit(repo, ops, commit_message=message or f"smallbench: {len(new)} result records",
-                              repo_type="dataset")  # fmt: skip
+                              repo_type="dataset")
     except Exception as exc:  # offline, no token, no write access: one line, never the token
         raise SmallbenchError(f"cannot publish to the Hub dataset {repo}: {one_line(exc)}") from exc
     return len(new), len(rel) - len(new), skipped
@@ -113,13 +113,13 @@ def write_space(out: Path, results: Path | None, repo: str | None = None) -> tup
     shutil.copytree(Path(smallbench.__file__).parent, pkg, ignore=skip)
     for sub in (smallbench.backends, smallbench.suites):
         shutil.copytree(Path(sub.__file__).parent, pkg / sub.__name__.rsplit(".", 1)[1], ignore=skip,
-                        dirs_exist_ok=True)  # fmt: skip
+                        dirs_exist_ok=True)
     source = f'"hf://datasets/{repo}"' if repo else '"results"'
     (out / "leaderboard_app.py").write_text(
         '"""The smallbench leaderboard Space (written by `smallbench space`)."""\n\n'
         "from smallbench.app import main\n\n"
         f"main({source})\n"
-    )  # fmt: skip
+    )
     (out / "requirements.txt").write_text("\n".join(_requirements()) + "\n")
     copied, skipped = 0, []
     if results is not None:

@@ -34,9 +34,9 @@ def parse_resources(text: str | None) -> dict[str, float]:
     except ValueError:
         value = None
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, int | float) and not
-                                              isinstance(v, bool) and v >= 0 for k, v in value.items()):  # fmt: skip
+                                              isinstance(v, bool) and v >= 0 for k, v in value.items()):
         raise SmallbenchError(f"--ray-resources takes a JSON object of names and amounts, like '{{\"H100\": 1}}', "
-                              f"got '{text}'")  # fmt: skip
+                              f"got '{text}'")
     return {k: float(v) for k, v in value.items()}
 
 
@@ -53,7 +53,7 @@ class RayExecutor(Executor):
     parallel = True
 
     def __init__(self, hardware: HardwareInfo, software: dict[str, str], address: str = "auto", retries: int = 1,
-                 resources: dict[str, float] | None = None) -> None:  # fmt: skip
+                 resources: dict[str, float] | None = None) -> None:
         super().__init__(hardware, software)
         self.address, self.retries, self.resources = address, retries, resources or {}
 
@@ -64,12 +64,12 @@ class RayExecutor(Executor):
             why = _unreachable(self.address)  # ray.init waits minutes on an address where nothing listens
             if why:
                 raise SmallbenchError(f"no Ray cluster at '{self.address}' ({why}): start one with `ray start "
-                                      "--head` or pass --address HOST:PORT")  # fmt: skip
+                                      "--head` or pass --address HOST:PORT")
             try:
                 ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise SmallbenchError(f"no Ray cluster at '{self.address}' ({one_line(exc)}): start one with "
-                                      "`ray start --head` or pass --address HOST:PORT") from None  # fmt: skip
+                                      "`ray start --head` or pass --address HOST:PORT") from None
         return ray
 
     def request(self, group: GroupSpec) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def run_on_node(group_json: str, timeout: float, done: list[str], inject: str) -
             LocalExecutor(hardware, software).run(
                 GroupSpec(cells=[cells[k] for k in todo]), log, timeout, lambda i: None,
                 lambda i, rec: records.__setitem__(todo[i], rec.model_dump_json()),
-            )  # fmt: skip
+            )
         text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
     return {"records": sorted(records.items()), "reused": reused, "log": text}
 

@@ -172,7 +172,7 @@ def read_record(path: Path, follow_symlinks: bool = True) -> ResultRecord:
         version = json.loads(text).get("schema_version") if text.lstrip().startswith("{") else None
         if isinstance(version, int) and version > SCHEMA_VERSION:
             raise SmallbenchError(f"{path}: written by a newer smallbench (schema version {version}); this one reads "
-                                  f"version {SCHEMA_VERSION}: upgrade smallbench to read it")  # fmt: skip
+                                  f"version {SCHEMA_VERSION}: upgrade smallbench to read it")
         if isinstance(version, int) and version != SCHEMA_VERSION:
             raise SmallbenchError(f"{path}: schema version {version}; this smallbench reads version {SCHEMA_VERSION}")
         record = ResultRecord.model_validate_json(text)
@@ -261,7 +261,7 @@ def records_to_frame(records: list[ResultRecord]):
             rows.append({**base, "metric": None, "unit": None, "value": None})
         for m in r.metrics:
             row = {**base, **m.labels, "metric": m.name, "unit": m.unit, "value": m.value,
-                   "stderr": m.stderr, "higher_is_better": m.higher_is_better}  # fmt: skip
+                   "stderr": m.stderr, "higher_is_better": m.higher_is_better}
             if m.stats:
                 row.update(m.stats.model_dump())
             if m.drift:

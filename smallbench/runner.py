@@ -64,7 +64,7 @@ def _slug(text: str) -> str:
 def plan(
     models: list[ResolvedModel], backends: list[str], suites: list[str], settings: dict[str, Any],
     load: dict[str, Any], hardware: HardwareInfo, output: Path, run_id: str, quants: list[str] | None = None,
-) -> list[Cell]:  # fmt: skip
+) -> list[Cell]:
     """Every (model, backend, quant, suite) combination, each with a stable id from what determines it.
     ``quants`` applies to backends that take one (GGUF file types...); the others run once."""
     cells = []
@@ -75,9 +75,9 @@ def plan(
                 model = ModelRecord(
                     id=m.id, source=m.source, revision=m.revision, weights_sha256=m.weights_sha256,
                     builtin=m.builtin, dummy=bool(load.get("dummy")), quant=quant,
-                )  # fmt: skip
+                )
                 spec = CellSpec(run_id=run_id, cell_id="", model=model, backend=b, suite=s,
-                                settings=get_suite(s).settings(settings).model_dump(), load=load_q)  # fmt: skip
+                                settings=get_suite(s).settings(settings).model_dump(), load=load_q)
                 spec.cell_id = cell_id(spec, hardware.fingerprint)
                 cells.append(Cell(spec=spec, path=record_path(output, spec)))
     return cells
@@ -90,7 +90,7 @@ def cell_id(spec: CellSpec, fingerprint: str) -> str:
         "model": spec.model.id, "revision": spec.model.revision, "weights": spec.model.weights_sha256,
         "backend": spec.backend, "suite": spec.suite, "settings": spec.settings, "load": spec.load,
         "hardware": fingerprint,
-    }  # fmt: skip
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -140,7 +140,7 @@ def execute(
     cells: list[Cell], timeout: float, force: bool, hardware: HardwareInfo, software: dict[str, str],
     on_start: Callable[[Cell], None] | None = None, on_done: Callable[[Cell, ResultRecord, bool], None] | None = None,
     on_wait: Callable[[Cell], None] | None = None, executor: Executor | None = None, isolate: str = "group",
-) -> list[ResultRecord]:  # fmt: skip
+) -> list[ResultRecord]:
     """Run the cells group by group (:func:`groups`) through ``executor`` (default: a local child process per
     group); returns one record per cell (reused ones included), in the cells' order.
 

@@ -100,7 +100,7 @@ class ManagedServer:
     """``start()`` launches ``argv`` and waits for ``health_path`` to answer 200; ``stop()`` ends it."""
 
     def __init__(self, name: str, argv: list[str], port: int, health_path: str = "/health",
-                 env: dict[str, str] | None = None, start_timeout: float = 600.0) -> None:  # fmt: skip
+                 env: dict[str, str] | None = None, start_timeout: float = 600.0) -> None:
         self.name = name
         self.argv = argv
         self.port = port
@@ -125,7 +125,7 @@ class ManagedServer:
             env = {**(self.env if self.env is not None else os.environ), MARKER: self.server_id}
             # its own process group, so that stop() can also end processes it is still spawning
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)  # fmt: skip
+                                         env=env, start_new_session=True)
         deadline = time.monotonic() + self.start_timeout
         while True:
             if (code := self.proc.poll()) is not None:

@@ -29,7 +29,7 @@ QUANT_BITS = {
     "Q5_0": 5.5, "Q4_K_M": 4.89, "Q4_K_S": 4.58, "Q4_0": 4.5, "IQ4_NL": 4.5, "IQ4_XS": 4.25, "Q3_K_M": 3.91,
     "Q2_K": 2.96,
     "8bit": 8.5, "6bit": 6.5, "5bit": 5.5, "4bit": 4.5, "3bit": 3.5, "2bit": 2.5,
-}  # fmt: skip
+}
 
 
 def bits_per_weight(kind: str) -> float:
@@ -98,10 +98,10 @@ class Arch:
 
 #: Block letters of Nemotron-H's ``hybrid_override_pattern``.
 _NEMOTRON_BLOCKS = {"M": Layer("mamba", "none"), "*": Layer("attention", "none"), "-": Layer("none", "dense"),
-                    "E": Layer("none", "moe")}  # fmt: skip
+                    "E": Layer("none", "moe")}
 #: transformers 5's spelling of the same pattern (``layers_block_type``)
 _NEMOTRON_NAMES = {"mamba": "M", "linear_attention": "M", "attention": "*", "full_attention": "*", "mlp": "-",
-                   "moe": "E"}  # fmt: skip
+                   "moe": "E"}
 #: ``layer_types`` spellings of a sliding-window attention layer.
 _SLIDING = {"sliding_attention", "sliding", "local", "chunked_attention"}
 
@@ -112,10 +112,10 @@ def _whole(c: dict[str, Any], key: str, default: int | None = None, minimum: int
     v = c[key] if default is None else (c.get(key) or default)
     if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
         raise SmallbenchError(f"config of '{c.get('model_type') or 'unknown'}': {key} is {v!r}, not a whole number; "
-                              "cannot size it")  # fmt: skip
+                              "cannot size it")
     if v < minimum:
         raise SmallbenchError(f"config of '{c.get('model_type') or 'unknown'}': {key} is {v!r}, less than {minimum}; "
-                              "cannot size it")  # fmt: skip
+                              "cannot size it")
     return int(v)
 
 
@@ -134,7 +134,7 @@ def arch(config: dict[str, Any]) -> Arch:
             model_type=mt, vocab=n("vocab_size", minimum=1), hidden=hidden, heads=heads,
             kv_heads=n("num_key_value_heads", heads, 1), head_dim=n("head_dim", hidden // heads, 1),
             intermediate=n("intermediate_size", 0), tied=bool(c.get("tie_word_embeddings", False)),
-        )  # fmt: skip
+        )
         if mt == "nemotron_h":
             pattern = c.get("hybrid_override_pattern") or "".join(_NEMOTRON_NAMES[t] for t in c["layers_block_type"])
             moe = "E" in pattern
@@ -150,7 +150,7 @@ def arch(config: dict[str, Any]) -> Arch:
                 extra={"attention_bias": bool(c.get("attention_bias")), "mlp_bias": bool(c.get("mlp_bias")),
                        "conv_bias": bool(c.get("use_conv_bias", True)), "proj_bias": bool(c.get("mamba_proj_bias"))},
                 **common,
-            )  # fmt: skip
+            )
         layers = n("num_hidden_layers", minimum=1)
         experts = next((n(k) for k in ("num_local_experts", "num_experts", "n_routed_experts") if c.get(k)), 0)
         sparse = c.get("mlp_layer_types") or ["sparse" if experts else "dense"] * layers
@@ -168,7 +168,7 @@ def arch(config: dict[str, Any]) -> Arch:
             shared_intermediate=n("shared_expert_intermediate_size", 0) or n("moe_intermediate_size", 0),
             extra={"attention_bias": bool(c.get("attention_bias")), "mlp_bias": bool(c.get("mlp_bias"))},
             **common,
-        )  # fmt: skip
+        )
     except KeyError as exc:
         raise SmallbenchError(f"config of '{mt}' lacks {exc.args[0]}: cannot size it") from None
     except (TypeError, ValueError) as exc:  # a layer list that is not one, of the wrong length...
@@ -227,7 +227,7 @@ def _layer_params(a: Arch, layer: Layer) -> tuple[int, int]:
     """One layer's parameters: those every token uses, and its routed experts (0 for a dense layer)."""
     n = (_NORMS_PER_LAYER.get(a.model_type, 2) if a.model_type != "nemotron_h" else 1) * a.hidden
     n += {"attention": _attention_params, "sliding": _attention_params, "mamba": _mamba_params,
-          "none": lambda _: 0}[layer.mixer](a)  # fmt: skip
+          "none": lambda _: 0}[layer.mixer](a)
     if layer.ffn == "dense":
         return n + _mlp_params(a, a.intermediate), 0
     if layer.ffn == "moe":  # router + shared experts; the routed ones apart
@@ -284,11 +284,11 @@ def kv_size(config: dict[str, Any], dtype: str = "bfloat16", state_dtype: str = 
     a = arch(config)
     per_layer, state = _kv_per_layer(a, dtype, state_dtype)
     return KVSize(per_token=int(a.n_attention * per_layer), sliding_per_token=int(a.n_sliding * per_layer),
-                  window=a.window, state_per_sequence=int(a.n_mamba * state))  # fmt: skip
+                  window=a.window, state_per_sequence=int(a.n_mamba * state))
 
 
 def offload_layers(config: dict[str, Any], memory: int, kind: str, context: int, overhead: int = 0,
-                   kv_dtype: str = "float16") -> int:  # fmt: skip
+                   kv_dtype: str = "float16") -> int:
     """llama.cpp's partial GPU offload: how many layers (its ``n_gpu_layers``) fit in ``memory`` with their KV cache
     for one sequence of ``context`` tokens, placed as llama.cpp places them: from the last layer down, the input
     embedding always on the CPU, the output head (norm + projection; a tied one is copied there) only once every
@@ -328,7 +328,7 @@ class Fit:
 
 
 def fit(config: dict[str, Any], memory: int, kind: str = "bfloat16", context: int | None = None,
-        overhead: int = 0, kv_dtype: str | None = None, params: int | None = None) -> Fit:  # fmt: skip
+        overhead: int = 0, kv_dtype: str | None = None, params: int | None = None) -> Fit:
     """What fits in ``memory`` bytes: weights in ``kind`` (``params`` of them, else counted from the config), a KV
     cache in ``kv_dtype`` (``kind`` if it is a float type, else float16, as llama.cpp and MLX keep it), and
     ``overhead`` bytes the runtime needs besides."""
@@ -351,7 +351,7 @@ def fit(config: dict[str, Any], memory: int, kind: str = "bfloat16", context: in
             lo, hi = (mid, hi) if kv.bytes(mid) <= free else (lo, mid - 1)
         longest = lo
     return Fit(memory=memory, weights=weights, kv=kv, overhead=overhead, context=ctx, max_context=max_ctx,
-               sequences_at_context=int(seqs), longest_context=longest, kv_dtype=kv_dtype)  # fmt: skip
+               sequences_at_context=int(seqs), longest_context=longest, kv_dtype=kv_dtype)
 
 
 def decode_bound(config: dict[str, Any], f: Fit, bandwidth: float, context: int) -> tuple[float, float]:
@@ -365,7 +365,7 @@ def parse_bytes(text: str, option: str = "size", positive: bool = False) -> int:
     """``16GB``, ``24GiB``, ``512MB``, ``80G``, or a plain byte count. GB = 10⁹, GiB = 2³⁰ (as cards are sold
     in GB and the OS reports GiB, both are accepted). Never negative; zero only where ``positive`` is false."""
     units = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "KIB": 2**10, "M": 10**6, "MB": 10**6, "MIB": 2**20,
-             "G": 10**9, "GB": 10**9, "GIB": 2**30, "T": 10**12, "TB": 10**12, "TIB": 2**40}  # fmt: skip
+             "G": 10**9, "GB": 10**9, "GIB": 2**30, "T": 10**12, "TB": 10**12, "TIB": 2**40}
     s = text.strip().upper().replace(" ", "")
     num = s.rstrip("KMGTIB")
     try:
@@ -425,7 +425,7 @@ DEVICE_BANDWIDTH: list[tuple[str, float]] = [
     ("M2 Ultra", 800e9), ("M2 Max", 400e9), ("M2 Pro", 200e9), ("M2", 100e9),
     ("M3 Ultra", 819e9), ("M3 Max", 400e9), ("M3 Pro", 150e9), ("M3", 100e9),
     ("M4 Max", 546e9), ("M4 Pro", 273e9), ("M4", 120e9),
-]  # fmt: skip
+]
 #: Binned chips with a narrower memory bus: (name, GPU cores) → bandwidth.
 _BINNED = {("M3 Max", 30): 300e9, ("M4 Max", 32): 410e9}
 
@@ -454,7 +454,7 @@ def bound_kind(source: str) -> str:
 
 
 def decode_bytes_per_token(config: dict[str, Any], weights_bytes: int, context: int, batch: int = 1,
-                           kv_dtype: str = "float16") -> float:  # fmt: skip
+                           kv_dtype: str = "float16") -> float:
     """Bytes a decode step reads from memory per generated token: the weights one token uses (every layer; a
     MoE's routed top-k experts only; the input embedding is one row, so it is left out unless tied to the output
     head), shared by the ``batch`` sequences of the step, plus each sequence's whole KV cache at ``context``."""

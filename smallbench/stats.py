@@ -106,7 +106,7 @@ def drift(samples: list[float], higher_is_better: bool) -> Drift | None:
     ratio = (first / last if higher_is_better else last / first) if first > 0 and last > 0 else 1.0
     slowdown = ratio - 1.0
     return Drift(n=int(x.size), spearman=rho, slowdown=slowdown,
-                 flag=bool(rho >= DRIFT_RHO and slowdown >= DRIFT_CHANGE))  # fmt: skip
+                 flag=bool(rho >= DRIFT_RHO and slowdown >= DRIFT_CHANGE))
 
 
 def _ranks(a: np.ndarray) -> np.ndarray:

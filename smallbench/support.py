@@ -29,7 +29,7 @@ MATRIX: dict[str, dict[str, str]] = {
 TESTED_WITH: dict[str, str] = {
     "llama": "minicpm5-1b", "qwen3": "qwen3-0.6b", "cohere2": "tiny-aya-global", "mellum": "mellum2-12b-a2.5b",
     "nemotron_h": "nemotron-3-nano-4b", "nemotron_h (MoE)": "nemotron-3-nano-30b-a3b",
-}  # fmt: skip
+}
 
 
 def row(config: dict) -> str:

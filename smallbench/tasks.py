@@ -42,7 +42,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("blimp", "blimp", ("blimp",), "blimp", ("sentence_good", "sentence_bad")),
     TaskSpec("wikitext", "wikitext", ("wikitext",), "wikitext", ("page",),
              raw_text=("wikitext-2-raw/wiki.{split}.raw", "wikitext/wiki.{split}.raw")),
-)}  # fmt: skip
+)}
 
 
 def resolve_tasks(names: list[str]) -> list[TaskSpec]:
@@ -204,7 +204,7 @@ class LocalSplit:
 
 
 def check_leaf_data(root: Path, spec: TaskSpec, leaf: Leaf, num_fewshot: int | None,
-                    single_leaf: bool) -> dict[str, LocalSplit]:  # fmt: skip
+                    single_leaf: bool) -> dict[str, LocalSplit]:
     """Find and validate the local files of every split the leaf uses; one-line errors."""
     needed = {leaf.eval_split()}
     if leaf.num_fewshot(num_fewshot) > 0:
@@ -216,7 +216,7 @@ def check_leaf_data(root: Path, spec: TaskSpec, leaf: Leaf, num_fewshot: int | N
             if split in needed:
                 role = "evaluation" if split == leaf.eval_split() else "few-shot"
                 raise SmallbenchError(f"--data-dir {root}: task '{spec.name}' ({leaf.name}) needs its {role} split "
-                                      f"'{split}': no {_expected(spec, leaf, split)}")  # fmt: skip
+                                      f"'{split}': no {_expected(spec, leaf, split)}")
             continue
         n = 0
         for f in files:
@@ -227,7 +227,7 @@ def check_leaf_data(root: Path, spec: TaskSpec, leaf: Leaf, num_fewshot: int | N
             for i, row in enumerate(rows, 1):
                 if missing := [k for k in spec.fields if k not in row]:
                     raise SmallbenchError(f"malformed data file {f}: row {i} lacks field '{missing[0]}' "
-                                          f"(task '{spec.name}' needs {', '.join(spec.fields)})")  # fmt: skip
+                                          f"(task '{spec.name}' needs {', '.join(spec.fields)})")
             n += len(rows)
         if n == 0:
             raise SmallbenchError(f"data file {files[0]} for task '{spec.name}' ({leaf.name}) has no rows")

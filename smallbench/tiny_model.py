@@ -164,7 +164,7 @@ def _readable_by_older_transformers(folder: Path) -> None:
     """Transformers 5 writes names that 4.x cannot read (vLLM on CUDA may pin 4.x): name the tokenizer
     class by its 4.x name, which 5.x still accepts, and state the RoPE base the 4.x way too."""
     for name, update in (("tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast"}),
-                         ("config.json", {"rope_theta": MODEL_CONFIG["rope_theta"]})):  # fmt: skip
+                         ("config.json", {"rope_theta": MODEL_CONFIG["rope_theta"]})):
         path = folder / name
         path.write_text(json.dumps({**json.loads(path.read_text()), **update}, indent=2, sort_keys=True) + "\n")
 
@@ -193,7 +193,7 @@ def build(dest: Path, steps: int = STEPS) -> dict:
         "trained_on": {"cpu": hw.cpu_model, "cpu_flags": hw.cpu_flags, "python": platform.python_version(),
                        "torch": torch.__version__, "transformers": transformers.__version__,
                        "tokenizers": tokenizers.__version__},
-    }  # fmt: skip
+    }
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

@@ -114,9 +114,9 @@ def check_context(models: list[tuple[str, str, str | None]], suite_settings: dic
             continue
         if ctx_size is not None and need > ctx_size:
             raise SmallbenchError(f"suite '{name}': --prompt-tokens + --gen-tokens = {need} exceeds --ctx-size "
-                                  f"{ctx_size}")  # fmt: skip
+                                  f"{ctx_size}")
         for model_id, source, revision in models:
             limit = model_context(model_id, source, revision)
             if limit is not None and need > limit:
                 raise SmallbenchError(f"suite '{name}': --prompt-tokens + --gen-tokens = {need} exceeds the "
-                                      f"context of '{model_id}' ({limit} tokens)")  # fmt: skip
+                                      f"context of '{model_id}' ({limit} tokens)")

@@ -87,7 +87,7 @@ class AccuracySuite(Suite):
                 num_fewshot=settings.num_fewshot, limit=settings.limit, bootstrap_iters=settings.bootstrap_iters,
                 log_samples=True, fewshot_random_seed=settings.seed, numpy_random_seed=settings.seed,
                 torch_random_seed=settings.seed,
-            )  # fmt: skip
+            )
         result = SuiteResult()
         for spec in specs:
             for name in [spec.lm_eval, *out.get("group_subtasks", {}).get(spec.lm_eval, [])]:
@@ -108,7 +108,7 @@ def _add_task(result: SuiteResult, out: dict[str, Any], task: str, name: str, su
         "num_fewshot": shots.pop() if len(shots) == 1 else None,
         "task_version": str(out["versions"].get(name)), "task_hash": _definition_hash(out, leaves),
         "data_hash": _data_hash(out, leaves),
-    }  # fmt: skip
+    }
     better = out.get("higher_is_better", {}).get(name, {})
     for key, value in scores.items():
         if "," not in key or "_stderr," in key or not isinstance(value, (int, float)):
@@ -130,7 +130,7 @@ def _add_task(result: SuiteResult, out: dict[str, Any], task: str, name: str, su
         spec = METRICS.get(metric)  # lm-eval metrics smallbench does not declare keep lm-eval's direction
         result.metrics.append(Metric(name=metric, unit=spec.unit if spec else "", value=float(value), stderr=stderr,
                                      higher_is_better=spec.higher_is_better if spec else better.get(metric),
-                                     samples_key=samples_key, labels=m_labels))  # fmt: skip
+                                     samples_key=samples_key, labels=m_labels))
 
 
 def _leaf_tasks(out: dict[str, Any], name: str) -> list[str]:

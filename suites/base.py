@@ -95,7 +95,7 @@ class Roofline:
         self.bandwidth_bytes_s = bandwidth_bytes_s or self.bandwidth_bytes_s
         for out, decode, context, batch, labels in self.pending:
             per_token = sizing.decode_bytes_per_token(self.config, self.weights_bytes, round(context), batch,
-                                                      self.kv_dtype)  # fmt: skip
+                                                      self.kv_dtype)
             pct = [100 * tps * per_token / self.bandwidth_bytes_s for tps in decode]
             out.add("decode_bandwidth_pct", pct, per_trial=True, batch_size=batch, **labels)
             roof = out.extra.setdefault("roofline", {"bytes_per_token": {}})
@@ -120,7 +120,7 @@ class SuiteResult:
         stats = summarize(self.samples[key])
         m = Metric(name=name, unit=spec.unit, value=stats.p50, stats=stats, higher_is_better=spec.higher_is_better,
                    samples_key=key, labels=labels,
-                   drift=drift(self.samples[key], bool(spec.higher_is_better)) if per_trial else None)  # fmt: skip
+                   drift=drift(self.samples[key], bool(spec.higher_is_better)) if per_trial else None)
         self.metrics.append(m)
         return m
 
@@ -128,7 +128,7 @@ class SuiteResult:
         """Record a single measured quantity (no repeats, so no statistics)."""
         spec = info(name)
         self.metrics.append(Metric(name=name, unit=spec.unit, value=float(value),
-                                   higher_is_better=spec.higher_is_better, labels=labels))  # fmt: skip
+                                   higher_is_better=spec.higher_is_better, labels=labels))
 
 
 class Suite(ABC):

@@ -40,7 +40,7 @@ def predict(info: LoadedModelInfo, s: MemorySettings) -> dict[str, int] | None:
         kv_bytes = kv.bytes(s.prompt_tokens + s.gen_tokens, s.batch_size)
     copies = info.weight_copies_bytes or 0
     return {"weights": weights, "kv_cache": int(kv_bytes), "weight_copies": copies,
-            "total": weights + int(kv_bytes) + copies}  # fmt: skip
+            "total": weights + int(kv_bytes) + copies}
 
 
 def measured_footprint(
@@ -53,7 +53,7 @@ def measured_footprint(
     allocated before it is tied, stay in load_peak_rss_bytes); for a multi-process engine the baseline also holds
     ``runtime``, what the engine's own processes held before the model loaded."""
     gpu = (("torch_cuda_peak_allocated_bytes", "torch CUDA peak allocated"),
-           ("nvml_process_peak_bytes", "NVML process-tree peak"))  # fmt: skip
+           ("nvml_process_peak_bytes", "NVML process-tree peak"))
     for key, source in gpu if device.lower() != "cpu" else ():
         if max(trials.get(key, [0.0])) > 0:
             return max(trials[key]), source
@@ -98,7 +98,7 @@ class MemorySuite(Suite):
         for name, value in (("weights_bytes", info.weights_bytes), ("kv_cache_reserved_bytes", info.kv_cache_bytes),
                             ("kv_cache_capacity_tokens", info.kv_cache_tokens),
                             ("weight_copies_bytes", info.weight_copies_bytes),
-                            ("engine_runtime_bytes", info.engine_runtime_bytes)):  # fmt: skip
+                            ("engine_runtime_bytes", info.engine_runtime_bytes)):
             if value is not None:
                 out.add_value(name, value)
         load = ctx.load

@@ -56,7 +56,7 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | N
     return subprocess.run(
         [sys.executable, "-m", "smallbench.cli", *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})},
-    )  # fmt: skip
+    )
 
 
 def wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> bool:

@@ -62,7 +62,7 @@ def _handler(hub: HubStandin) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-                  error_code: str | None = None) -> None:  # fmt: skip
+                  error_code: str | None = None) -> None:
             self.send_response(status)
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
@@ -112,10 +112,10 @@ def _handler(hub: HubStandin) -> type[BaseHTTPRequestHandler]:
                     _, sha, files = found
                     if what == "revision":
                         return self._json({"id": repo_id, "sha": sha, "private": False, "gated": False,
-                                           "siblings": [{"rfilename": p} for p in sorted(files)]})  # fmt: skip
+                                           "siblings": [{"rfilename": p} for p in sorted(files)]})
                     if what == "tree":
                         return self._json([{"type": "file", "path": p, "size": len(b), "oid": git_blob_oid(b)}
-                                           for p, b in sorted(files.items())])  # fmt: skip
+                                           for p, b in sorted(files.items())])
                 # /{datasets/}{org}/{name}/resolve/{rev}/{path}
                 kind = "model"
                 if parts[0] in KINDS:
@@ -157,7 +157,7 @@ def _handler(hub: HubStandin) -> type[BaseHTTPRequestHandler]:
                         return self._json({"files": [
                             {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
                              "oid": git_blob_oid(files[f["path"]]) if f["path"] in files else None}
-                            for f in json.loads(body)["files"]]})  # fmt: skip
+                            for f in json.loads(body)["files"]]})
                     if what == "commit":
                         new = dict(files)
                         for line in body.splitlines():

@@ -13,7 +13,7 @@ from smallbench.results import ModelRecord, ResultRecord, write_record
 from smallbench.suites.base import SuiteResult
 
 MODELS = [("minicpm5-1b", 1_080_632_832), ("tiny-aya-global", 3_349_227_520), ("qwen3-0.6b", 596_049_920),
-          ("nemotron-3-nano-4b", 3_970_000_000), ("llama-3.2-1b", 1_235_814_400)]  # fmt: skip
+          ("nemotron-3-nano-4b", 3_970_000_000), ("llama-3.2-1b", 1_235_814_400)]
 BACKENDS = ["transformers", "vllm", "llama-cpp", "mlx"]
 QUANTS = ["bfloat16", "Q8_0", "Q4_K_M", "4bit"]
 HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>'
@@ -21,13 +21,13 @@ HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</scrip
 
 def hardware(kind: int) -> HardwareInfo:
     gpus = [GPUInfo(index=0, name=["NVIDIA H100 80GB HBM3", "NVIDIA GeForce RTX 4090"][kind - 1],
-                    memory_total_bytes=[80, 24][kind - 1] * 2**30)] if kind else []  # fmt: skip
+                    memory_total_bytes=[80, 24][kind - 1] * 2**30)] if kind else []
     return HardwareInfo(os="Linux", arch="x86_64", cpu_model="Test CPU @ 2.5GHz", cpu_cores_physical=2,
-                        cpu_threads=2, ram_bytes=24 * 2**30, gpus=gpus)  # fmt: skip
+                        cpu_threads=2, ram_bytes=24 * 2**30, gpus=gpus)
 
 
 def record(suite: str, model: str, backend: str, quant: str, hw: HardwareInfo, rng: random.Random,
-           dummy: bool = False, params: int | None = None, prompt: int = 128) -> ResultRecord:  # fmt: skip
+           dummy: bool = False, params: int | None = None, prompt: int = 128) -> ResultRecord:
     speed = rng.uniform(5, 200)
     out = SuiteResult()
     if suite == "latency":
@@ -42,7 +42,7 @@ def record(suite: str, model: str, backend: str, quant: str, hw: HardwareInfo, r
     elif suite == "throughput":
         for b in (1, 4, 16):
             out.add("output_tok_s", [speed * b**0.7 * rng.uniform(0.95, 1.05) for _ in range(3)], per_trial=True,
-                    batch_size=b)  # fmt: skip
+                    batch_size=b)
     elif suite == "memory":
         out.add("peak_rss_bytes", [rng.uniform(0.5, 20) * 2**30 for _ in range(3)])
     elif suite == "accuracy":
@@ -54,14 +54,14 @@ def record(suite: str, model: str, backend: str, quant: str, hw: HardwareInfo, r
         model=ModelRecord(id=model, dummy=dummy, params_total=params, quant=quant),
         backend=BackendInfo(name=backend, version="1.0", device="cpu"), hardware=hw, metrics=out.metrics,
         samples=out.samples, extra=out.extra,
-    )  # fmt: skip
+    )
 
 
 def _acc(task: str, value: float):
     from smallbench.results import Metric
 
     return Metric(name="acc", unit="fraction", value=value, stderr=0.01, higher_is_better=True,
-                  labels={"task": task, "subtask": None, "n": 100, "filter": "none"})  # fmt: skip
+                  labels={"task": task, "subtask": None, "n": 100, "filter": "none"})
 
 
 def write_synthetic(folder: Path, n: int, seed: int = 0) -> list[Path]:
@@ -76,7 +76,7 @@ def write_synthetic(folder: Path, n: int, seed: int = 0) -> list[Path]:
         model, params = MODELS[combo % len(MODELS)]
         name = model if combo < 240 else f"{model}-v{combo // 240}"
         rec = record(suites[i % len(suites)], name, BACKENDS[combo // 5 % 4], QUANTS[combo // 20 % 4],
-                     hws[combo // 80 % 3], rng, params=params)  # fmt: skip
+                     hws[combo // 80 % 3], rng, params=params)
         paths.append(folder / f"{i:06d}.json")
         write_record(rec, paths[-1])
     return paths

@@ -28,7 +28,7 @@ def _suite_scores(backend, data_dir, tasks, **extra):
     suite = get_suite("accuracy")
     settings = suite.settings({"tasks": tasks, "data_dir": str(data_dir), "bootstrap_iters": 100, **extra})
     ctx = SuiteContext(load=LoadRecord(seconds=0, rss_before_bytes=0, rss_after_bytes=0, rss_peak_bytes=0),
-                       model_info=LoadedModelInfo())  # fmt: skip
+                       model_info=LoadedModelInfo())
     return suite.run(backend, settings, ctx)
 
 
@@ -43,7 +43,7 @@ def _lm_eval_hf(tiny_path, data_dir, tasks, tmp_path, **model_args):
     lm = HFLM(pretrained=str(tiny_path), dtype="float32", device="cpu", batch_size=16, **model_args)
     tm = task_manager(specs, data_dir, None, tmp_path)
     return lm_eval.simple_evaluate(model=lm, tasks=[s.lm_eval for s in specs], task_manager=tm,
-                                   bootstrap_iters=100, log_samples=True)  # fmt: skip
+                                   bootstrap_iters=100, log_samples=True)
 
 
 def _same_to_4_decimals(a: float, b: float) -> bool:
@@ -92,13 +92,13 @@ def test_generation_task_gives_the_same_text_as_lm_eval_hf(tf_backend, tiny_path
     from lm_eval.models.huggingface import HFLM
 
     ref = HFLM(pretrained=str(tiny_path), dtype="float32", device="cpu", batch_size=4).generate_until(
-        [Req(p) for p in prompts])  # fmt: skip
+        [Req(p) for p in prompts])
     assert ours == ref and any(ours)
 
 
 def test_cli_runs_accuracy_offline_into_the_common_record(tiny_path, data_dir, tmp_path):
     res = run_cli("run", "--suite", "accuracy", "--tasks", "arc_easy,wikitext", "--data-dir", str(data_dir),
-                  "--limit", "10", cwd=tmp_path)  # fmt: skip
+                  "--limit", "10", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "arc_easy" in res.stdout and "acc_norm" in res.stdout
     df = load_results(tmp_path / "results")
@@ -157,7 +157,7 @@ def test_malformed_files_are_named(data_dir, tmp_path):
 def test_group_needs_every_member(tmp_path):
     (tmp_path / "blimp").mkdir()
     (tmp_path / "blimp" / "adjunct_island.jsonl").write_text(
-        json.dumps({"sentence_good": "a b .", "sentence_bad": "b a ."}) + "\n")  # fmt: skip
+        json.dumps({"sentence_good": "a b .", "sentence_bad": "b a ."}) + "\n")
     with pytest.raises(SmallbenchError, match=r"blimp_anaphor_gender_agreement.*blimp/anaphor_gender_agreement"):
         check_data(resolve_tasks(["blimp"]), tmp_path, None)
 
@@ -192,13 +192,13 @@ def test_mmlu_with_line_separators_in_its_files_runs_and_its_group_rows_add_up(t
     for i, subject in enumerate(subjects):
         rows = [{"question": f"Which\u2028of these is {subject} {j}?", "subject": subject,
                  "choices": ["one\u2029two", "three", "four\u0085five", "six"], "answer": (i + j) % 4}
-                for j in range(2)]  # fmt: skip
+                for j in range(2)]
         for split in ("test", "dev"):
             path = root / "mmlu" / subject / f"{split}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     res = run_cli("run", "--suite", "accuracy", "--tasks", "mmlu", "--data-dir", str(root), "--limit", "1",
-                  "--num-fewshot", "1", cwd=tmp_path)  # fmt: skip
+                  "--num-fewshot", "1", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     df = load_results(tmp_path / "results")
     acc = df[(df.task == "mmlu") & (df.metric == "acc")].set_index(df.subtask.fillna("mmlu").rename("row"))

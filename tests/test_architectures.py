@@ -20,7 +20,7 @@ from smallbench.backends import LoadedModelInfo, LoadSpec, get_backend_class
 from tests.conftest import require
 
 LIBRARY = {"transformers": ("transformers", "transformers"), "vllm": ("vllm", "vllm"),
-           "llama-cpp": ("llama_cpp", "llama-cpp"), "mlx": ("mlx.core", "mlx")}  # fmt: skip
+           "llama-cpp": ("llama_cpp", "llama-cpp"), "mlx": ("mlx.core", "mlx")}
 TOLERANCE = 1e-2  # per summed log-likelihood, float32 everywhere (observed ≤ 2e-4 where the cell is "ok")
 TEXT = "def load(path): return open(path).read() if the file exists else None  # small models, big plans"
 

@@ -174,11 +174,11 @@ def test_a_hub_models_context_is_checked_from_the_hugging_face_cache(tmp_path):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     res = run_cli("run", "--model", "someorg/small", "--prompt-tokens", "600", "--gen-tokens", "8", cwd=tmp_path,
-                  env={"HF_HUB_CACHE": str(tmp_path / "hub")}, timeout=120)  # fmt: skip
+                  env={"HF_HUB_CACHE": str(tmp_path / "hub")}, timeout=120)
     _one_line(res, ["608", "context", "someorg/small", "512 tokens"])
     assert not (tmp_path / "results").exists()
     # models check reads the same cached config.json; it lacks dimensions, which it names in one line
     _one_line(run_cli("models", "check", "someorg/small", cwd=tmp_path, env={"HF_HUB_CACHE": str(tmp_path / "hub")}),
-              ["llama", "lacks hidden_size"])  # fmt: skip
+              ["llama", "lacks hidden_size"])
     _one_line(run_cli("models", "check", "someorg/absent", cwd=tmp_path, env={"HF_HUB_CACHE": str(tmp_path / "hub")}),
-              ["someorg/absent", "offline"])  # fmt: skip
+              ["someorg/absent", "offline"])

@@ -58,14 +58,14 @@ def test_mcnemar_exact_p_values():
     a = {**right, **{i: 0.0 for i in range(50, 53)}}
     both, only_b, only_a, p = C.mcnemar(a, mixed)
     assert (only_b, only_a) == (3, 7) and p == pytest.approx(2 * sum(__import__("math").comb(10, k) for k in range(4))
-                                                              / 2**10)  # fmt: skip
+                                                              / 2**10)
 
 
 def _accuracy(values: list[float], ids: list[int]):
     rec = record("accuracy", "m", "transformers", "F32", hardware(0), random.Random(0))
     key = "acc[task=arc_easy,filter=none]"
     rec.metrics = [Metric(name="acc", unit="fraction", value=float(np.mean(values)), higher_is_better=True,
-                          samples_key=key, labels={"task": "arc_easy", "filter": "none"})]  # fmt: skip
+                          samples_key=key, labels={"task": "arc_easy", "filter": "none"})]
     rec.samples, rec.extra = {key: values}, {"items": {key: ids}}
     return rec
 
@@ -93,7 +93,7 @@ def _group(parts: dict[str, list[float]], group_value: float | None = None):
         rec.metrics.append(Metric(name="acc", unit="fraction", value=float(np.mean(values)), higher_is_better=True,
                                   samples_key=key, labels={"task": "g", "subtask": sub, "filter": "none"}))
         rec.samples[key], rec.extra["items"][key] = values, list(range(len(values)))  # ids repeat across parts
-    return rec  # fmt: skip
+    return rec
 
 
 def test_a_groups_headline_is_tested_on_its_parts_items_pooled():

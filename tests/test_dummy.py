@@ -10,7 +10,7 @@ from smallbench.results import read_records
 from tests.conftest import require, run_cli
 
 BACKENDS = {"transformers": ("transformers", "transformers"), "llama-cpp": ("llama_cpp", "llama-cpp"),
-            "mlx": ("mlx.core", "mlx"), "vllm": ("vllm", "vllm")}  # fmt: skip
+            "mlx": ("mlx.core", "mlx"), "vllm": ("vllm", "vllm")}
 
 
 def test_minicpm5_dummy_memory_on_every_backend(tmp_path):
@@ -19,7 +19,7 @@ def test_minicpm5_dummy_memory_on_every_backend(tmp_path):
     out = tmp_path / "results"
     r = run_cli("run", "--backend", ",".join(BACKENDS), "--model", "minicpm5-1b", "--dummy", "--suite", "memory",
                 "--prompt-tokens", "8", "--gen-tokens", "4", "--repeats", "1", "--warmup", "0", "--enforce-eager",
-                "-o", str(out), cwd=tmp_path, timeout=1800)  # fmt: skip
+                "-o", str(out), cwd=tmp_path, timeout=1800)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     records = read_records(out)
     assert sorted(rec.backend.name for rec in records) == sorted(BACKENDS)
@@ -39,7 +39,7 @@ def test_dummy_decode_reports_its_share_of_the_bandwidth_bound(tmp_path):
     out = tmp_path / "results"
     r = run_cli("run", "--backend", "llama-cpp", "--model", "minicpm5-1b", "--dummy", "--suite", "latency",
                 "--prompt-tokens", "8", "--gen-tokens", "8", "--repeats", "2", "--warmup", "1", "-o", str(out),
-                cwd=tmp_path, timeout=1200)  # fmt: skip
+                cwd=tmp_path, timeout=1200)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     (rec,) = read_records(out)
     pct = next(m for m in rec.metrics if m.name == "decode_bandwidth_pct")
@@ -56,7 +56,7 @@ def test_fit_matches_what_llama_cpp_allocates_for_the_builtin_model(tmp_path):
     require("llama_cpp", "llama-cpp")
     out = tmp_path / "results"
     r = run_cli("run", "--backend", "llama-cpp", "--suite", "memory", "--prompt-tokens", "16", "--gen-tokens", "4",
-                "--repeats", "1", "--warmup", "0", "-o", str(out), cwd=tmp_path)  # fmt: skip
+                "--repeats", "1", "--warmup", "0", "-o", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     (rec,) = read_records(out)
     m = {x.name: x.value for x in rec.metrics}

@@ -17,7 +17,7 @@ def test_rapl_sums_packages_and_unwraps(tmp_path):
     """Linux's powercap layout (intel-rapl:N packages, their intel-rapl:N:M sub-domains left out), counters
     that wrap at max_energy_range_uj."""
     _rapl(tmp_path, {"intel-rapl:0": (999_000_000, 1_000_000_000), "intel-rapl:1": (5_000_000, 1_000_000_000),
-                     "intel-rapl:0:0": (1, 1_000_000_000)})  # fmt: skip
+                     "intel-rapl:0:0": (1, 1_000_000_000)})
     meter = energy.rapl_meter(tmp_path)
     assert meter is not None and "2 packages" in meter.source
     e0 = meter.read()

@@ -18,10 +18,10 @@ def _run(tmp_path, executor_cls, isolate="group", suites=("latency", "throughput
     hw, sw = hardware_info(), software_versions()
     load = {"device": "cpu", "dtype": "float32"}
     cells = runner.plan([resolve("tiny-llama")], ["transformers"], list(suites), SETTINGS, load, hw,
-                        tmp_path / "results", runner.new_run_id())  # fmt: skip
+                        tmp_path / "results", runner.new_run_id())
     started = []
     records = runner.execute(cells, 300, False, hw, sw, on_start=lambda c: started.append(c.spec.suite),
-                             executor=executor_cls(hw, sw), isolate=isolate)  # fmt: skip
+                             executor=executor_cls(hw, sw), isolate=isolate)
     return cells, records, started
 
 

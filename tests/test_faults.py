@@ -27,14 +27,14 @@ require("llama_cpp", "llama-cpp")
 
 MATRIX = ["run", "-b", "transformers,llama-cpp", "--quant", "F32,Q8_0,Q4_0,Q5_0,Q4_1",
           "-s", "latency,throughput,memory", "--prompt-tokens", "16", "--gen-tokens", "8", "--repeats", "2",
-          "--warmup", "0", "--batch-sizes", "1", "--timeout", "60"]  # fmt: skip
+          "--warmup", "0", "--batch-sizes", "1", "--timeout", "60"]
 CELLS = 18  # transformers once + llama-cpp in five types, × three suites
 
 
 def _start(folder: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "smallbench.cli", *MATRIX, "-o", str(folder), *extra],
                             cwd=folder.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "200", **(env or {})})  # fmt: skip
+                            env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 
 def _cells_of(pids: set[int]) -> list[psutil.Process]:
@@ -88,11 +88,11 @@ def test_injected_crash_memory_limit_and_hang_cost_only_their_cells(tmp_path, wa
     df = load_results(tmp_path / "results").drop_duplicates("cell_id")
     assert len(df) == CELLS
     failed = {(r.suite, r.backend, r.quant if isinstance(r.quant, str) else None): r.error
-              for r in df[df.status == "failed"].itertuples()}  # fmt: skip
+              for r in df[df.status == "failed"].itertuples()}
     # each group (a model on a backend: memory, latency, throughput on one load) loses the faulted suite and, where
     # the process died, the suites after it; the memory limit is a Python MemoryError, which costs that suite only
     assert set(failed) == {("latency", "llama-cpp", "Q8_0"), ("throughput", "llama-cpp", "Q8_0"),
-                           ("memory", "llama-cpp", "Q4_0"), ("throughput", "transformers", None)}  # fmt: skip
+                           ("memory", "llama-cpp", "Q4_0"), ("throughput", "transformers", None)}
     assert "SIGSEGV in native code" in failed["latency", "llama-cpp", "Q8_0"]
     assert failed["throughput", "llama-cpp", "Q8_0"].startswith("not run: the group's process ended during its "
                                                                 "latency suite (cell process killed by signal SIGSEGV")

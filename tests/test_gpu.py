@@ -13,17 +13,17 @@ from smallbench.results import read_records
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and nvml_gpus()),
-                                reason="needs a CUDA GPU with its NVML driver (none on this machine)")  # fmt: skip
+                                reason="needs a CUDA GPU with its NVML driver (none on this machine)")
 
 
 def test_cuda_cell_records_gpu_memory_energy_roofline_and_cpu_parity(tmp_path):
     out = str(tmp_path / "results")
     shape = ["--prompt-tokens", "64", "--gen-tokens", "32", "--repeats", "3", "--batch-sizes", "1,4"]
     res = run_cli("run", "-b", "transformers", "--device", "cuda", "--dtype", "float32", "-s",
-                  "memory,latency,throughput,parity", "-o", out, *shape, cwd=tmp_path)  # fmt: skip
+                  "memory,latency,throughput,parity", "-o", out, *shape, cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     res = run_cli("run", "-b", "transformers", "--device", "cpu", "--dtype", "float32", "-s", "parity", "-o", out,
-                  cwd=tmp_path)  # fmt: skip
+                  cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     records = read_records(out)
     gpu = {r.suite: r for r in records if r.backend.device.startswith("cuda")}

@@ -47,7 +47,7 @@ def test_apple_fingerprint_names_chip_gpu_cores_and_unified_memory():
     hw = hardware_info()
     base = {**hw.model_dump(exclude={"fingerprint", "accelerator", "apple"}), "gpus": []}
     m3 = [type(hw)(**base, apple=AppleInfo(chip="Apple M3 Max", gpu_cores=c, unified_memory_bytes=64 * 2**30))
-          for c in (30, 40)]  # fmt: skip
+          for c in (30, 40)]
     assert m3[0].accelerator == "Apple M3 Max" and m3[0].fingerprint != m3[1].fingerprint
 
 
@@ -56,11 +56,11 @@ def test_cpu_flags_tell_apart_cpus_that_share_a_name():
 
     head = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor @ 2.50GHz\n"
     spr = head + "flags\t\t: fpu sse avx avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni avx512_bf16 amx_bf16 " \
-                 "amx_tile amx_int8 avx512_fp16\n"  # fmt: skip
+                 "amx_tile amx_int8 avx512_fp16\n"
     clx = head + "flags\t\t: fpu sse avx avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni\n"
     arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes asimddp sve i8mm bf16\n"
     assert cpu_flags(spr) == ["avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-                              "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16"]  # fmt: skip
+                              "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16"]
     assert "amx_int8" not in cpu_flags(clx) and cpu_flags(arm) == ["asimd", "asimddp", "sve", "i8mm", "bf16"]
     assert cpu_flags("") == []
     hw = hardware_info()

@@ -41,7 +41,7 @@ def test_a_hub_id_runs_on_every_backend_pinned_to_the_commit_it_resolved(tmp_pat
         hub.add("model", "someone/tiny", {**files, "README.md": b"a later commit"})
         missing = run_cli(*args, "--revision", "0" * 40, "--output", "x", cwd=tmp_path, env=env)
     offline = run_cli(*run, "--backend", "transformers", "--output", "offline", cwd=tmp_path,
-                      env={**env, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+                      env={**env, "HF_HUB_OFFLINE": "1"})
     assert online.returncode == 0, online.stdout + online.stderr
     records = read_records(tmp_path / "online")
     assert sorted(r.backend.name for r in records if r.status == "ok") == sorted(backends.split(","))
@@ -72,11 +72,11 @@ def test_publish_uploads_to_a_hub_dataset_and_the_app_reads_it_back(tmp_path):
         read = "from smallbench.app import load; b, s, w = load(); print(b.read, len(b.table), w)"
         shown = subprocess.run([sys.executable, "-c", read], cwd=tmp_path, capture_output=True, text=True,
                                env={**os.environ, **env, "SMALLBENCH_RESULTS_REPO": "someone/smallbench-results",
-                                    "SMALLBENCH_CACHE": str(tmp_path / "cache")}, timeout=300)  # fmt: skip
+                                    "SMALLBENCH_CACHE": str(tmp_path / "cache")}, timeout=300)
         repo = hub.repos[("dataset", "someone/smallbench-results")]
     unreachable = subprocess.run([sys.executable, "-c", read], cwd=tmp_path, capture_output=True, text=True,
                                  env={**os.environ, **env, "SMALLBENCH_RESULTS_REPO": "someone/smallbench-results",
-                                      "SMALLBENCH_CACHE": str(tmp_path / "cache")}, timeout=300)  # fmt: skip
+                                      "SMALLBENCH_CACHE": str(tmp_path / "cache")}, timeout=300)
     assert first.returncode == 0 and "uploaded 5 new records" in first.stdout, first.stderr
     assert "uploaded 0 new records" in again.stdout and "5 already there" in again.stdout
     assert len(repo.commits) == 2  # creation, then one commit of every record
@@ -136,7 +136,7 @@ def test_models_pin_takes_the_commit_and_config_json_from_the_hub(tmp_path):
     assert absent.returncode == 2 and absent.stderr.strip() == want
     assert r.returncode == 1 and token not in r.stdout + r.stderr
     assert (f"nemotron-3-nano-4b: {nemotron.repo} at {sha}; config.json 2 keys differ: max_position_embeddings "
-            '262144 → 131072; transformers_version (absent) → "5.3.0"') in r.stdout  # fmt: skip
+            '262144 → 131072; transformers_version (absent) → "5.3.0"') in r.stdout
     assert "minicpm5-1b: openbmb/MiniCPM5-1B at " in r.stdout and "the same as the catalogue's" in r.stdout
     errors = r.stderr.splitlines()
     assert len(errors) == 3 and "Traceback" not in r.stderr

@@ -46,7 +46,7 @@ def test_one_row_per_weights_backend_hardware_and_the_rules_for_each_column():
     rng = random.Random(0)
     cpu, gpu = hardware(0), hardware(1)
     recs = [record(s, "minicpm5-1b", "llama-cpp", "Q4_K_M", cpu, rng, params=1_080_632_832)
-            for s in ("latency", "throughput", "memory", "accuracy")]  # fmt: skip
+            for s in ("latency", "throughput", "memory", "accuracy")]
     recs.append(record("latency", "minicpm5-1b", "llama-cpp", "Q4_K_M", gpu, rng))  # other hardware: other row
     recs.append(record("throughput", "minicpm5-1b", "vllm", "bfloat16", cpu, rng))  # no latency suite
     df = _rows(*recs)
@@ -95,7 +95,7 @@ def test_engine_settings_and_devices_never_share_a_row_and_accuracy_joins_each()
     rng = random.Random(5)
     cpu = hardware(0)
     eager, compiled, acc = (record(s, "minicpm5-1b", "vllm", "float32", cpu, rng)
-                            for s in ("latency", "latency", "accuracy"))  # fmt: skip
+                            for s in ("latency", "latency", "accuracy"))
     eager.backend.flags = {"enforce_eager": True, "prefix_caching": False, "mode": "engine"}
     compiled.backend.flags = {"prefix_caching": False, "mode": "engine"}  # vLLM's defaults: no label
     one_thread, on_gpu = (record("latency", "minicpm5-1b", "transformers", "float32", cpu, rng) for _ in range(2))
@@ -112,7 +112,7 @@ def test_engine_settings_and_devices_never_share_a_row_and_accuracy_joins_each()
                                 ("llama-cpp", "cuda", "n_gpu_layers=20"),
                                 ("no-such-backend", "cpu", ""), ("transformers", "cpu", "threads=1"),
                                 ("transformers", "cuda", ""), ("vllm", "cpu", ""),
-                                ("vllm", "cpu", "enforce_eager")]  # fmt: skip
+                                ("vllm", "cpu", "enforce_eager")]
     for config, rec in (("", compiled), ("enforce_eager", eager)):
         row = df.loc[("vllm", "cpu", config)]
         assert row[L.TTFT] == pytest.approx(rec.metric("ttft").stats.p50 * 1e3)
@@ -124,7 +124,7 @@ def test_a_load_that_failed_is_counted_against_the_engine_config_it_asked_for():
 
     ok = record("latency", "minicpm5-1b", "vllm", "float32", hardware(0), random.Random(6))
     spec = CellSpec(run_id="r", cell_id="c", model=ok.model, backend="vllm", suite="latency", settings=ok.settings,
-                    load={"options": {"enforce_eager": True, "threads": 2, "n_gpu_layers": 0}})  # fmt: skip
+                    load={"options": {"enforce_eager": True, "threads": 2, "n_gpu_layers": 0}})
     failed = failed_record(spec, "RuntimeError: out of memory", ok.hardware, {})
     assert failed.backend.flags == {"enforce_eager": True, "threads": 2, "n_gpu_layers": 0}  # what was asked
     df = _rows(ok, failed)
@@ -175,7 +175,7 @@ def test_filters():
     rng = random.Random(2)
     recs = [record("latency", m, b, q, hardware(h), rng, dummy=d)
             for m, b, q, h, d in [("minicpm5-1b", "vllm", "bfloat16", 1, False), ("qwen3-4b", "mlx", "4bit", 0, True),
-                                  ("tiny-aya-global", "llama-cpp", "Q4_K_M", 0, False)]]  # fmt: skip
+                                  ("tiny-aya-global", "llama-cpp", "Q4_K_M", 0, False)]]
     df = _rows(*recs)
     assert L.filter_table(df, backends=["mlx"]).model.tolist() == ["qwen3-4b"]
     assert L.filter_table(df, weights=["real"], quants=["Q4_K_M"]).model.tolist() == ["tiny-aya-global"]
@@ -344,7 +344,7 @@ def test_app_in_a_real_browser(served, browser, tmp_path):
 
     # the column picker: a column added to the table, still showing the filtered rows
     browser.find_element(By.XPATH, "//button[contains(., 'columns')] | //*[contains(@class, 'label-wrap')]"
-                                   "[.//*[text()='columns']]").click()  # fmt: skip
+                                   "[.//*[text()='columns']]").click()
     wait.until(lambda d: d.find_elements(By.XPATH, "//*[@id='f-columns']//label[.//span[text()='updated']]"))
     browser.find_element(By.XPATH, "//*[@id='f-columns']//label[.//span[text()='updated']]").click()
     wait.until(lambda d: "updated" in d.find_element(By.CSS_SELECTOR, "#board thead").text)
@@ -394,7 +394,7 @@ def test_space_folder_runs_on_its_own_copy_of_smallbench(tmp_path):
     assert reqs and all("==" in r for r in reqs) and any(r.startswith("gradio==6.") for r in reqs)
     assert len(list((space / "results").rglob("*.json"))) == 9  # only valid records ship
     where = subprocess.run([sys.executable, "-c", "import smallbench.app as a; print(a.__file__)"], cwd=space,
-                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+                           capture_output=True, text=True, check=True).stdout.strip()
     assert where.startswith(str(space)), where  # the Space imports the vendored package, not this checkout
     with serve_app(["leaderboard_app.py"], cwd=space) as url:
         config = fetch(url + "config")
@@ -411,7 +411,7 @@ def test_publish_goes_as_far_as_the_upload_and_fails_in_one_line_offline(tmp_pat
     files, skipped = valid_records(tmp_path / "r")
     assert len(files) == 5 and len(skipped) == 6  # 4 synthetic + the markup-named one, which is a valid record
     res = run_cli("publish", "r", "--repo", "someone/smallbench-results", cwd=tmp_path,
-                  env={"HF_HUB_OFFLINE": "1", "HF_TOKEN": "hf_" + "x" * 30})  # fmt: skip
+                  env={"HF_HUB_OFFLINE": "1", "HF_TOKEN": "hf_" + "x" * 30})
     lines = [line for line in res.stderr.splitlines() if not line.startswith("skipped:")]
     assert res.returncode != 0 and len(lines) == 1, res.stderr
     assert "cannot publish to the Hub dataset someone/smallbench-results" in lines[0]
@@ -434,7 +434,7 @@ def test_piped_summary_keeps_whole_rows(capsys):
 
     rng = random.Random(8)
     recs = [record("latency", "minicpm5-1b", b, q, hardware(0), rng)
-            for b, q in (("vllm", ""), ("llama-cpp", "Q4_K_M"), ("transformers", ""))]  # fmt: skip
+            for b, q in (("vllm", ""), ("llama-cpp", "Q4_K_M"), ("transformers", ""))]
     recs[0].backend.flags = {"enforce_eager": True}
     print_tables(recs)
     out = capsys.readouterr().out
@@ -452,7 +452,7 @@ def test_a_narrow_terminal_gets_the_summary_in_parts_with_every_number_whole():
 
     rng = random.Random(9)
     recs = [record(suite, "minicpm5-1b", b, q, hardware(0), rng) for suite in ("latency", "throughput", "memory")
-            for b, q in (("vllm", ""), ("llama-cpp", "Q4_K_M"), ("transformers", ""), ("mlx", "4bit"))]  # fmt: skip
+            for b, q in (("vllm", ""), ("llama-cpp", "Q4_K_M"), ("transformers", ""), ("mlx", "4bit"))]
     (wide,) = summary_tables(recs, Console(width=300))
     assert [c.header for c in wide.columns][:3] == ["model", "backend", L.TTFT]
     cells = {c for col in wide.columns[2:] for c in col.cells}  # the numbers
@@ -506,6 +506,6 @@ def test_serving_where_it_cannot_is_one_line_before_any_work(tmp_path):
         port = taken.getsockname()[1]
         for args, says in ((["--port", "0"], "from 1 to 65535"), (["--port", str(port)], "Address already in use"),
                            (["--host", "256.0.0.1"], "cannot serve on 256.0.0.1"),
-                           ([str(tmp_path / "missing")], "no results at")):  # fmt: skip
+                           ([str(tmp_path / "missing")], "no results at")):
             r = run_cli("leaderboard", *args, cwd=tmp_path, timeout=120)
             assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

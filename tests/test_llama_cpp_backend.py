@@ -73,7 +73,7 @@ def test_greedy_generation_is_identical_for_at_least_32_tokens(llama, tf_backend
         stopped = llama.stream(ids, 48, ignore_eos=False).token_ids
         assert stopped == tf_backend.stream(ids, 48, ignore_eos=False).token_ids
     assert llama.generate_until([tf_backend.tokenize(p) for p in PROMPTS], 40, ["\n\n"]) == \
-        tf_backend.generate_until([tf_backend.tokenize(p) for p in PROMPTS], 40, ["\n\n"])  # fmt: skip
+        tf_backend.generate_until([tf_backend.tokenize(p) for p in PROMPTS], 40, ["\n\n"])
 
 
 def test_parallel_sequences_generate_what_single_ones_do(llama, tf_backend):
@@ -117,7 +117,7 @@ def test_context_overflow_is_one_clear_error(tiny_path):
 
 def test_select_gguf_picks_files_like_llama_cpp():
     files = ["README.md", "m-Q4_K_M.gguf", "m-Q8_0.gguf", "mmproj-m-F16.gguf", "F16/m-F16-00001-of-00002.gguf",
-             "F16/m-F16-00002-of-00002.gguf", "m-Q4_K_S.gguf"]  # fmt: skip
+             "F16/m-F16-00002-of-00002.gguf", "m-Q4_K_S.gguf"]
     assert select_gguf(files, None, "repo") == ["m-Q4_K_M.gguf"]  # llama.cpp's -hf default
     assert select_gguf(files, "q8_0", "repo") == ["m-Q8_0.gguf"]
     assert select_gguf(files, "F16", "repo") == ["F16/m-F16-00001-of-00002.gguf", "F16/m-F16-00002-of-00002.gguf"]
@@ -134,7 +134,7 @@ def test_cli_runs_every_suite_offline(tmp_path):
     proc = run_cli("run", "--backend", "llama-cpp", "--model", "tiny-llama",
                    "--suite", "latency,throughput,memory,accuracy", "--tasks", "arc_easy", "--data-dir", str(data),
                    "--limit", "12", "--prompt-tokens", "32", "--gen-tokens", "16", "--batch-sizes", "1,2",
-                   "--repeats", "2", "--warmup", "1", "--output", str(out), cwd=tmp_path)  # fmt: skip
+                   "--repeats", "2", "--warmup", "1", "--output", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     df = load_results(out)
     assert set(df["suite"]) == {"latency", "throughput", "memory", "accuracy"}
@@ -167,7 +167,7 @@ def test_bad_gguf_files_fail_their_own_cells_only(tmp_path, tiny_path, llama):
     out = tmp_path / "results"
     proc = run_cli("run", "--backend", "llama-cpp", "--model", f"tiny-llama,{corrupt},{truncated}",
                    "--suite", "latency", "--prompt-tokens", "16", "--gen-tokens", "8", "--repeats", "1",
-                   "--warmup", "0", "--output", str(out), cwd=tmp_path)  # fmt: skip
+                   "--warmup", "0", "--output", str(out), cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     records = {r["model"]["id"]: r for r in (json.loads(p.read_text()) for p in out.glob("*.json"))}
@@ -186,9 +186,9 @@ def test_bad_gguf_files_fail_their_own_cells_only(tmp_path, tiny_path, llama):
 def test_context_overflow_is_refused_before_any_cell(tmp_path):
     out = tmp_path / "results"
     proc = run_cli("run", "--backend", "llama-cpp", "--suite", "latency", "--ctx-size", "64", "--prompt-tokens",
-                   "60", "--gen-tokens", "8", "--output", str(out), cwd=tmp_path)  # fmt: skip
+                   "60", "--gen-tokens", "8", "--output", str(out), cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip() == ("error: suite 'latency': --prompt-tokens + --gen-tokens "
-                                                            "= 68 exceeds --ctx-size 64")  # fmt: skip
+                                                            "= 68 exceeds --ctx-size 64")
     assert not out.exists()
 
 
@@ -202,7 +202,7 @@ def test_extra_buffer_setting_reaches_llama_cpp_and_the_record(tmp_path):
 
     out = tmp_path / "results"
     common = ["run", "--backend", "llama-cpp", "--suite", "latency", "--prompt-tokens", "16", "--gen-tokens", "8",
-              "--repeats", "2", "--output", str(out)]  # fmt: skip
+              "--repeats", "2", "--output", str(out)]
     off = run_cli(*common, "--quant", "Q8_0,Q4_0", "--extra-bufts", "off", cwd=tmp_path)
     assert off.returncode == 0, off.stdout + off.stderr
     auto = run_cli(*common, "--quant", "Q4_0", cwd=tmp_path)
@@ -237,7 +237,7 @@ def test_a_native_crash_fails_its_cell_with_what_to_try(tmp_path):
         [sys.executable, "-m", "smallbench.cli", "run", "--backend", "llama-cpp", "--suite", "latency",
          "--repeats", "100000", "--prompt-tokens", "16", "--gen-tokens", "8", "--output", str(tmp_path / "r")],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    )
     deadline, victim = time.time() + 120, None
     while victim is None and time.time() < deadline:
         victim = next(iter(_cell_processes(psutil.Process(proc.pid))), None)
@@ -264,7 +264,7 @@ def test_hub_repo_of_gguf_files_loads_from_the_cache_offline(tmp_path):
     env_cache = {"HF_HUB_CACHE": str(tmp_path / "hub")}
     proc = run_cli("run", "--backend", "llama-cpp", "--model", "someorg/tiny-GGUF", "--quant", "Q8_0,F32",
                    "--suite", "latency", "--prompt-tokens", "16", "--gen-tokens", "8", "--repeats", "1",
-                   "--output", str(out), cwd=tmp_path, env=env_cache)  # fmt: skip
+                   "--output", str(out), cwd=tmp_path, env=env_cache)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     df = load_results(out)
     assert sorted(set(df["quant"])) == ["F32", "Q8_0"]

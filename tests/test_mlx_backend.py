@@ -153,7 +153,7 @@ def test_peak_memory_is_reset_at_the_start_of_every_trial(mlx_b, tf_backend):
     suite = get_suite("memory")
     settings = suite.settings({"prompt_tokens": 16, "gen_tokens": 8, "repeats": 3, "warmup": 0})
     ctx = SuiteContext(load=LoadRecord(seconds=0, rss_before_bytes=0, rss_after_bytes=0, rss_peak_bytes=0),
-                       model_info=LoadedModelInfo())  # fmt: skip
+                       model_info=LoadedModelInfo())
     result = suite.run(mlx_b, settings, ctx)
     peaks = result.samples["mlx_peak_bytes"]
     assert len(peaks) == 3 and all(0 < p < big_peak / 2 for p in peaks)  # not the process-lifetime peak
@@ -167,7 +167,7 @@ def test_cli_runs_every_suite_offline(tmp_path, tf_backend):
     proc = run_cli("run", "--backend", "mlx", "--model", "tiny-llama", "--quant", "float32,4bit",
                    "--suite", "latency,throughput,memory,accuracy", "--tasks", "arc_easy", "--data-dir", str(data),
                    "--limit", "12", "--prompt-tokens", "32", "--gen-tokens", "16", "--batch-sizes", "1,2",
-                   "--repeats", "2", "--warmup", "1", "--output", str(out), cwd=tmp_path)  # fmt: skip
+                   "--repeats", "2", "--warmup", "1", "--output", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     df = load_results(out)
     assert set(df["suite"]) == {"latency", "throughput", "memory", "accuracy"}
@@ -206,14 +206,14 @@ def test_hub_repos_load_from_the_cache_offline(tmp_path, tiny_path, mlx_b):
         args = ["--quant", quant] if quant else []
         proc = run_cli("run", "--backend", "mlx", "--model", model, *args, "--suite", "latency", "--prompt-tokens",
                        "16", "--gen-tokens", "8", "--repeats", "1", "--output", str(out), cwd=tmp_path,
-                       env=env)  # fmt: skip
+                       env=env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     df = load_results(out)
     quants = dict(zip(df["model"], df["quant"], strict=True))
     assert quants == {"someorg/tiny-mlx-4bit": "4bit", "someorg/tiny": "8bit"}
     assert (tmp_path / "cache" / "mlx").is_dir()  # the 8-bit conversion went to smallbench's cache
     again = run_cli("run", "--backend", "mlx", "--model", "someorg/tiny-mlx-4bit", "--quant", "8bit", "--suite",
-                    "latency", "--repeats", "1", "--output", str(tmp_path / "r2"), cwd=tmp_path, env=env)  # fmt: skip
+                    "latency", "--repeats", "1", "--output", str(tmp_path / "r2"), cwd=tmp_path, env=env)
     rec = json.loads(next((tmp_path / "r2").glob("*.json")).read_text())
     assert again.returncode == 1 and "'someorg/tiny-mlx-4bit' is already quantized" in rec["error"]
 
@@ -222,7 +222,7 @@ def test_bad_input_is_one_line(tmp_path):
     """An unknown quantization is refused before any cell; a device this build lacks fails the cell in one line."""
     out = tmp_path / "r"
     common = ["run", "--backend", "mlx", "--suite", "latency", "--repeats", "1", "--prompt-tokens", "8",
-              "--gen-tokens", "4", "--output", str(out)]  # fmt: skip
+              "--gen-tokens", "4", "--output", str(out)]
     quant = run_cli(*common, "--quant", "7bit", cwd=tmp_path)
     assert quant.returncode == 2 and "unknown MLX quantization '7bit'" in quant.stderr and not out.exists()
     if mx.metal.is_available():

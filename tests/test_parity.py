@@ -17,7 +17,7 @@ for module, extra in (("llama_cpp", "llama-cpp"), ("mlx_lm", "mlx")):
 def test_four_backends_agree_and_quantized_weights_drift(tmp_path):
     out = str(tmp_path / "results")
     for args in (["-b", "transformers,mlx", "--dtype", "float32"], ["-b", "llama-cpp", "--quant", "F32,Q8_0"],
-                 ["-b", "mlx", "--quant", "8bit"]):  # fmt: skip
+                 ["-b", "mlx", "--quant", "8bit"]):
         res = run_cli("run", "-s", "parity", *args, "-o", out, cwd=tmp_path, timeout=900)
         assert res.returncode == 0, res.stdout + res.stderr
     res = run_cli("report", out, "--parity", "--format", "csv", "--out", str(tmp_path / "parity.csv"), cwd=tmp_path)

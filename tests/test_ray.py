@@ -30,7 +30,7 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                      "object_store_memory": 100 * 2**20})  # fmt: skip
+                                                      "object_store_memory": 100 * 2**20})
     worker = c.add_node(num_cpus=1, object_store_memory=100 * 2**20)
     c.wait_for_nodes()
     yield c, worker
@@ -55,7 +55,7 @@ def test_a_matrix_on_a_cluster_survives_a_crashed_worker_and_a_removed_node(clus
     env = {**os.environ, **RAY_ENV, "COLUMNS": "200", "SMALLBENCH_INJECT_FAULT": "exit:memory:llama-cpp:Q4_0"}
     proc = subprocess.Popen([sys.executable, "-m", "smallbench.cli", *MATRIX, "--executor", "ray", "--address",
                              c.address, "--retries", "1", "-o", str(out)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, removed = time.time() + 300, False
     while proc.poll() is None and time.time() < deadline and not removed:
         if _runs_a_cell(worker):
@@ -73,7 +73,7 @@ def test_a_matrix_on_a_cluster_survives_a_crashed_worker_and_a_removed_node(clus
     assert all(e.startswith("ray: WorkerCrashedError") for e in failed.error)
     assert list((out / ".logs").glob("*.log"))  # the groups' logs came back with their records
     _, alive = psutil.wait_procs([p for p in psutil.process_iter(["cmdline"])
-                                  if "smallbench.cell" in " ".join(p.info["cmdline"] or [])], timeout=20)  # fmt: skip
+                                  if "smallbench.cell" in " ".join(p.info["cmdline"] or [])], timeout=20)
     assert not alive, f"group processes outlived their node or worker: {alive}"
 
     # the same matrix run locally: the same cells, ids, settings and metrics; only the timings differ
@@ -89,6 +89,6 @@ def test_a_matrix_on_a_cluster_survives_a_crashed_worker_and_a_removed_node(clus
 
     # a resource no node has: the plan says so, and a run fails those cells with the reason instead of waiting
     res = run_cli("plan", *MATRIX[1:], "--executor", "ray", "--address", c.address, "--ray-resources",
-                  '{"H100": 1}', "-o", str(tmp_path / "none"), cwd=tmp_path, env=RAY_ENV)  # fmt: skip
+                  '{"H100": 1}', "-o", str(tmp_path / "none"), cwd=tmp_path, env=RAY_ENV)
     assert res.returncode == 0 and res.stdout.count('no node of the Ray cluster has {"CPU": 1.0, "H100": 1.0}') == \
         CELLS, res.stdout + res.stderr

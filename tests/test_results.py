@@ -30,7 +30,7 @@ def _record(status="ok", error=None, cell="c1") -> ResultRecord:
         metrics=[] if status == "failed" else [Metric(name="ttft", unit="s", value=stats.p50, stats=stats,
                                                        samples_key="ttft", labels={"batch_size": 1})],
         samples={} if status == "failed" else {"ttft": [0.1, 0.2, 0.3]},
-    )  # fmt: skip
+    )
 
 
 def test_round_trip_and_no_temp_files(tmp_path):
@@ -154,7 +154,7 @@ def test_a_newer_schema_says_to_upgrade(tmp_path):
     ("-rf", "rf"),
     ("hf_" + "a" * 34, "token"),
     ("/very/" + "long-folder-name/" * 30 + "the-model", None),
-])  # fmt: skip
+])
 def test_record_file_names_are_visible_safe_and_bounded(model, want):
     from smallbench.runner import SLUG_MAX, _slug
 

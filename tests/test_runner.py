@@ -33,7 +33,7 @@ def test_killed_cell_becomes_failed_record_and_run_completes(tmp_path, tiny_path
         [sys.executable, "-m", "smallbench.cli", "run", "--suite", "memory,latency", "--repeats", "300", *ARGS,
          "--isolate", isolate],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    )
     parent = psutil.Process(proc.pid)
     deadline = time.time() + 120
     victim = None
@@ -56,7 +56,7 @@ def test_killed_cell_becomes_failed_record_and_run_completes(tmp_path, tiny_path
     if isolate == "group":
         assert df[df.suite == "latency"]["error"].iloc[0].startswith("not run: the group's process ended during its "
                                                                      "memory suite (cell process killed by signal "
-                                                                     "SIGKILL")  # fmt: skip
+                                                                     "SIGKILL")
 
 
 def test_hanging_cell_times_out_and_leaves_no_process(tmp_path, tiny_path):
@@ -64,7 +64,7 @@ def test_hanging_cell_times_out_and_leaves_no_process(tmp_path, tiny_path):
         [sys.executable, "-m", "smallbench.cli", "run", "--suite", "latency", "--repeats", "100000",
          "--timeout", "8", *ARGS],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    )
     assert res.returncode == 1
     df = load_results(tmp_path / "results")
     assert df["status"].tolist() == ["failed"]
@@ -79,7 +79,7 @@ def test_quant_list_multiplies_only_backends_that_take_one(tmp_path, tiny_path):
 
     m = models.resolve("tiny-llama")
     cells = runner.plan([m], ["transformers", "llama-cpp"], ["latency"], {}, {"device": "cpu"}, hardware_info(),
-                        tmp_path, "run", quants=["Q8_0", "F16"])  # fmt: skip
+                        tmp_path, "run", quants=["Q8_0", "F16"])
     got = [(c.spec.backend, c.spec.model.quant, c.spec.load.get("quant")) for c in cells]
     assert got == [("transformers", None, None), ("llama-cpp", "Q8_0", "Q8_0"), ("llama-cpp", "F16", "F16")]
     assert len({c.spec.cell_id for c in cells}) == 3 and "[Q8_0]" in cells[1].label
@@ -97,7 +97,7 @@ def test_a_native_crash_in_a_test_fails_that_test_and_the_run_goes_on(tmp_path):
         [sys.executable, "-m", "pytest", "-c", str(root / "pyproject.toml"), "--rootdir", str(tmp_path),
          "-p", "no:cacheprovider", str(tmp_path / "test_crash.py")],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     assert "worker 'gw0' crashed while running" in res.stdout and "test_segfaults" in res.stdout
     assert "1 failed, 1 passed" in res.stdout.strip().splitlines()[-1]
@@ -110,7 +110,7 @@ def _start(tmp_path, *args: str, sigint_ignored: bool = False) -> tuple[subproce
         [sys.executable, "-m", "smallbench.cli", "run", "--suite", "memory,latency", "--repeats", "300", *ARGS, *args],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
-    )  # fmt: skip
+    )
     parent = psutil.Process(proc.pid)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -163,7 +163,7 @@ def test_a_cell_ends_itself_when_its_runner_is_killed(tmp_path, tiny_path):
 def test_two_runs_on_one_folder_never_destroy_each_others_records(tmp_path, tiny_path):
     cmd = [sys.executable, "-m", "smallbench.cli", "run", "--suite", "latency,memory", "--repeats", "2", *ARGS]
     procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]  # fmt: skip
+             for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err

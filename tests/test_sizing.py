@@ -13,7 +13,7 @@ from smallbench.errors import SmallbenchError
 from tests.conftest import require, run_cli
 
 SPONSORS = ["nemotron-3-nano-4b", "nemotron-3-nano-30b-a3b", "mellum2-12b-a2.5b", "tiny-aya-global", "minicpm5-1b",
-            "minicpm4.1-8b"]  # fmt: skip
+            "minicpm4.1-8b"]
 
 
 def meta_count(config: dict) -> tuple[int, int]:
@@ -89,7 +89,7 @@ def test_models_check_cli(tmp_path):
     ("hidden_size", "x", "not a whole number"), ("hidden_size", None, "not a whole number"),
     ("vocab_size", 1.5, "not a whole number"), ("num_hidden_layers", -4, "less than 1"),
     ("num_attention_heads", 0, "less than 1"), ("intermediate_size", -1, "less than 0"),
-])  # fmt: skip
+])
 def test_a_config_whose_dimensions_are_not_dimensions_is_refused(key, value, says):
     config = {**models.entry("minicpm5-1b").config, key: value}  # these were counted: -4 layers passed Build Small
     with pytest.raises(SmallbenchError, match=f"{key} is {value!r}, {says}"):
@@ -139,12 +139,12 @@ def test_fit_cli_gives_the_decode_bound_of_a_named_gpu(tmp_path):
     import re
 
     for model, quant, gpu, bandwidth in (("tiny-aya-global", "Q4_K_M", "RTX 4090", 1008e9),
-                                         ("mellum2-12b-a2.5b", "bfloat16", "H100 PCIe", 2.0e12)):  # fmt: skip
+                                         ("mellum2-12b-a2.5b", "bfloat16", "H100 PCIe", 2.0e12)):
         r = run_cli("fit", model, "--memory", "80GB", "--quant", quant, "--gpu", gpu, "--context", "8192",
-                    cwd=tmp_path)  # fmt: skip
+                    cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         tok_s = float(re.search(r"decode bound +([\d,]+) tok/s at most, one sequence at 8,192 tokens", r.stdout)
-                      .group(1).replace(",", ""))  # fmt: skip
+                      .group(1).replace(",", ""))
         config = models.entry(model).config
         weights = sizing.weights_bytes(models.entry(model).params_total, quant)
         read = sizing.decode_bytes_per_token(config, weights, 8192, 1, "float16" if quant == "Q4_K_M" else quant)
@@ -189,7 +189,7 @@ def test_offload_places_layers_from_the_last_as_llama_cpp_does(tmp_path):
     head = sizing.weights_bytes(130560 * 1536 + 1536, "Q4_K_M")
     assert offload(24 * (layer + kv) + head) == 25 and offload(24 * (layer + kv) + head - 1) == 24
     r = run_cli("fit", "mellum2-12b-a2.5b", "--backend", "llama-cpp", "--device", "cuda", "--memory", "8GB",
-                "--quant", "Q4_K_M", "--context", "4096", cwd=tmp_path)  # fmt: skip
+                "--quant", "Q4_K_M", "--context", "4096", cwd=tmp_path)
     mellum = models.entry("mellum2-12b-a2.5b").config
     k = sizing.offload_layers(mellum, 8 * 10**9, "Q4_K_M", 4096, overhead=2**30)
     assert r.returncode == 1 and 0 < k < 28 and f"--n-gpu-layers {k} puts {k} of 28 layers on the GPU" in r.stdout
@@ -248,7 +248,7 @@ def test_unverified_architectures_are_counted_by_their_own_code():
     require("torch", "transformers")
     cfg = {"model_type": "qwen3_moe", "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144,
            "moe_intermediate_size": 768, "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4,
-           "head_dim": 128, "num_experts": 128, "num_experts_per_tok": 8, "tie_word_embeddings": False}  # fmt: skip
+           "head_dim": 128, "num_experts": 128, "num_experts_per_tok": 8, "tie_word_embeddings": False}
     n, how = models.param_count(cfg)
     assert "Transformers" in how and 30.4e9 < n.total < 30.6e9 and 3.3e9 < n.active < 3.4e9
     n_verified, how = models.param_count(models.entry("minicpm5-1b").config)

@@ -68,7 +68,7 @@ def test_a_request_as_long_as_the_context_is_scored_as_transformers_scores_it(vl
     n = vllm_backend.max_context + 1  # the longest sequence the backend scores
     ids = [3 + i % 1000 for i in range(n + 40)]
     (lp, _), (ref, _) = vllm_backend.loglikelihood([(ids[:-8], ids[-8:])])[0], tf_backend.loglikelihood(
-        [(ids[-n:-8], ids[-8:])])[0]  # fmt: skip
+        [(ids[-n:-8], ids[-8:])])[0]
     assert abs(lp - ref) < 1e-2
 
 
@@ -124,9 +124,9 @@ def test_memory_and_settings_are_recorded(vllm_backend, tf_backend):
 def test_serving_suite_sweeps_concurrency(server):
     suite = get_suite("serving")
     settings = suite.settings({"concurrency": [1, 3], "requests_per_level": 3, "prompt_tokens": 16, "gen_tokens": 8,
-                               "warmup": 0, "repeats": 2, "ttft_slo_ms": 10_000})  # fmt: skip
+                               "warmup": 0, "repeats": 2, "ttft_slo_ms": 10_000})
     ctx = SuiteContext(load=LoadRecord(seconds=0, rss_before_bytes=0, rss_after_bytes=0, rss_peak_bytes=0),
-                       model_info=LoadedModelInfo())  # fmt: skip
+                       model_info=LoadedModelInfo())
     result = suite.run(server, settings, ctx)
     by = {(m.name, m.labels["concurrency"]): m for m in result.metrics}
     for c in (1, 3):
@@ -162,7 +162,7 @@ def test_cli_runs_every_suite_offline(tmp_path):
                    "latency,throughput,memory,accuracy,parity", "--tasks", "arc_easy", "--data-dir", str(data),
                    "--limit", "12", "--prompt-tokens", "32", "--gen-tokens", "16", "--batch-sizes", "1,4",
                    "--repeats", "2", "--warmup", "1", "--enforce-eager", "--output", str(out), cwd=tmp_path,
-                   timeout=1200)  # fmt: skip
+                   timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     df = load_results(out)
     assert set(df["suite"]) == {"latency", "throughput", "memory", "accuracy", "parity"} and set(df["status"]) == {"ok"}
@@ -180,7 +180,7 @@ def test_cli_runs_every_suite_offline(tmp_path):
     assert len(loads) == 1
     # parity with Transformers on the same probes (tests/test_parity.py has the other backends)
     ref = run_cli("run", "-b", "transformers", "-s", "parity", "--dtype", "float32", "--gen-tokens", "16",
-                  "--output", str(out), cwd=tmp_path)  # fmt: skip
+                  "--output", str(out), cwd=tmp_path)
     assert ref.returncode == 0, ref.stderr
     from smallbench import parity
     from smallbench.results import read_records
@@ -257,7 +257,7 @@ def test_a_head_size_the_cpu_attention_lacks_is_refused_before_any_engine_starts
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (tmp_path / "m8" / name).write_bytes((tiny_path / name).read_bytes())
     proc = run_cli("run", "-b", "vllm", "-m", str(tmp_path / "m8"), "--dummy", "-s", "latency", cwd=tmp_path,
-                   timeout=120)  # fmt: skip
+                   timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: vllm on CPU cannot run '{tmp_path / 'm8'}': its attention head size 8 is not one vLLM's CPU "
@@ -274,7 +274,7 @@ def test_a_wrapped_engine_error_is_reported_by_its_root_cause():
         "CPU attention configuration', please check the stack trace above for the root cause",
         "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the "
         "root cause.",
-    ])  # fmt: skip
+    ])
     cls = get_backend_class("vllm")
     wrapped = "EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause."
     assert cls.root_cause(wrapped, log) == ("RuntimeError: Unsupported CPU attention configuration: head_dim=8 isa=1 "
