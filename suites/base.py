@@ -21,6 +21,21 @@ from smallbench.metrics import info
 from smallbench.results import LoadRecord, Metric
 from smallbench.stats import drift, summarize
 
+#: Standard shapes (llama-bench's pp512/tg128; one request of 256 in, 64 out; 1k in, 1k out at 1 and 10 in
+#: parallel): name → (prompt tokens, generated tokens, batch sizes, or the serving suite's concurrency levels).
+PRESETS: dict[str, tuple[int, int, list[int]]] = {
+    "pp512/tg128": (512, 128, [1]),
+    "b1/256in/64out": (256, 64, [1]),
+    "b1,10/1024in/1024out": (1024, 1024, [1, 10]),
+}
+
+
+def preset_shape(name: str) -> tuple[int, int, list[int]]:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset '{name}'; choose from: {', '.join(PRESETS)}")
+    pp, tg, levels = PRESETS[name]
+    return pp, tg, list(levels)
+
 
 class SuiteSettings(BaseModel):
     """Base for each suite's settings; keys meant for other suites are ignored."""

@@ -6,13 +6,7 @@ from pydantic import Field, model_validator
 
 from smallbench import metrics as M
 from smallbench.backends.base import Backend
-from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, synthetic_prompt
-
-#: Standard shapes: name → (prompt tokens, generated tokens, batch sizes).
-PRESETS: dict[str, tuple[int, int, list[int]]] = {
-    "pp512/tg128": (512, 128, [1]),
-    "b1/256in/64out": (256, 64, [1]),
-}
+from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, preset_shape, synthetic_prompt
 
 
 class ThroughputSettings(SuiteSettings):
@@ -24,9 +18,7 @@ class ThroughputSettings(SuiteSettings):
     @model_validator(mode="after")
     def _apply_preset(self):
         if self.preset is not None:
-            if self.preset not in PRESETS:
-                raise ValueError(f"unknown preset '{self.preset}'; choose from: {', '.join(PRESETS)}")
-            pp, tg, bs = PRESETS[self.preset]
+            pp, tg, bs = preset_shape(self.preset)
             self.prompt_tokens = pp if self.prompt_tokens is None else self.prompt_tokens
             self.gen_tokens = tg if self.gen_tokens is None else self.gen_tokens
             self.batch_sizes = bs if self.batch_sizes is None else self.batch_sizes

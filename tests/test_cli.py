@@ -58,6 +58,23 @@ def test_report_exports(main_run):
     assert table.returncode == 0 and "TTFT p50 (ms)" in table.stdout
 
 
+def test_presets_give_the_standard_shapes_to_throughput_and_serving():
+    """pp512/tg128, one request of 256 in 64 out, and 1k in 1k out at 1 and 10 in parallel: batch sizes for the
+    throughput suite, concurrency levels for the serving suite; a setting given besides wins."""
+    from smallbench.suites import get_suite
+
+    thr, srv = get_suite("throughput"), get_suite("serving")
+    s = thr.settings({"preset": "b1,10/1024in/1024out"})
+    assert (s.prompt_tokens, s.gen_tokens, s.batch_sizes) == (1024, 1024, [1, 10])
+    s = srv.settings({"preset": "b1,10/1024in/1024out"})
+    assert (s.prompt_tokens, s.gen_tokens, s.concurrency) == (1024, 1024, [1, 10])
+    s = srv.settings({"preset": "pp512/tg128", "concurrency": [4], "gen_tokens": 32})
+    assert (s.prompt_tokens, s.gen_tokens, s.concurrency) == (512, 32, [4])
+    assert srv.settings({}).concurrency == [1, 2, 4, 8]  # no preset: the suite's own defaults
+    with pytest.raises(ValueError, match="choose from: pp512/tg128, b1/256in/64out, b1,10/1024in/1024out"):
+        srv.settings({"preset": "pp1/tg1"})
+
+
 @pytest.mark.parametrize(
     ("args", "names"),
     [
