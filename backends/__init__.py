@@ -30,6 +30,22 @@ def get_backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(module), attr)
 
 
+def known_quants(name: str, quants: list[str]) -> list[str]:
+    """The ``--quant`` values backend ``name`` makes or selects (:meth:`Backend.check_quant`), in their order; all of
+    them for a backend that takes none (it runs once, whatever they are)."""
+    cls = get_backend_class(name)
+    if not cls.takes_quant:
+        return list(quants)
+    known = []
+    for q in quants:
+        try:
+            cls.check_quant(q)
+        except SmallbenchError:
+            continue
+        known.append(q)
+    return known
+
+
 def memory_allowances(name: str | None, config: dict[str, Any], kind: str, device: str, memory: int) -> dict[str, int]:
     """What backend ``name`` holds besides weights and KV cache when it runs a model of ``config`` as ``kind`` on
     ``device`` ("cpu" or an accelerator) in ``memory`` bytes (:meth:`Backend.memory_allowances`); {} for no
@@ -72,5 +88,6 @@ __all__ = [
     "backend_names",
     "config_label",
     "get_backend_class",
+    "known_quants",
     "memory_allowances",
 ]

@@ -102,6 +102,8 @@ class Backend(ABC):
     capabilities: ClassVar[Capabilities]
     #: Whether ``--quant`` selects something for this backend (a GGUF file type, an MLX quantization).
     takes_quant: ClassVar[bool] = False
+    #: What ``--quant`` takes, in a few words (``smallbench list backends``); :meth:`check_quant` is the judge.
+    quant_choices: ClassVar[str] = ""
     #: The :meth:`describe` flags that are engine settings a user can change, each with its value when left alone.
     #: A record whose flags differ is labelled with the difference (:func:`smallbench.backends.config_label`) and
     #: has a leaderboard row of its own: eager and compiled vLLM never share one.

@@ -237,6 +237,7 @@ class LlamaCppBackend(Backend):
     requires_module = "llama_cpp"
     install_hint = "pip install 'smallbench[llama-cpp]' (builds llama.cpp; for CUDA/Metal see the README)"
     takes_quant = True
+    quant_choices = "GGUF file types llama.cpp quantizes to: F32, F16, BF16, Q8_0, Q6_K, Q4_K_M, Q4_0, IQ4_XS..."
     config_flags = {"flash_attn": "auto", "extra_bufts_setting": "auto"}
     ALL_LAYERS = 999  # n_gpu_layers that offloads every layer there is
 

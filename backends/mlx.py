@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
+from smallbench.apart import run_apart
 from smallbench.backends.base import (
     Backend,
     BackendInfo,
@@ -128,21 +128,29 @@ def ensure_converted(source: Path, quant: str, key: str, name: str, trust_remote
     with FileLock(str(folder) + ".lock"):
         if (folder / "config.json").exists():
             return folder
-        from mlx_lm import convert
-
         tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        args: dict[str, Any] = {"dtype": FLOAT_QUANTS.get(quant)}
-        if quant in BIT_QUANTS:
-            args.update(quantize=True, q_bits=BIT_QUANTS[quant], q_group_size=GROUP_SIZE)
         try:
-            with contextlib.redirect_stdout(sys.stderr):  # mlx_lm.convert prints progress
-                convert(str(source), str(tmp), trust_remote_code=trust_remote_code, **args)
-        except Exception as exc:
+            run_apart("smallbench.backends.mlx:convert_into", f"mlx_lm.convert of '{source}' to {quant}",
+                      source=str(source), out=str(tmp), quant=quant, trust_remote_code=trust_remote_code)
+        except SmallbenchError:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise SmallbenchError(f"mlx_lm.convert could not convert '{source}' to {quant}: {exc}") from exc
+            raise
         tmp.rename(folder)
     return folder
+
+
+def convert_into(source: str, out: str, quant: str, trust_remote_code: bool) -> None:
+    """:func:`ensure_converted`'s work, in a process of its own (smallbench.apart): ``mlx_lm.convert``."""
+    from mlx_lm import convert
+
+    args: dict[str, Any] = {"dtype": FLOAT_QUANTS.get(quant)}
+    if quant in BIT_QUANTS:
+        args.update(quantize=True, q_bits=BIT_QUANTS[quant], q_group_size=GROUP_SIZE)
+    try:
+        convert(source, out, trust_remote_code=trust_remote_code, **args)
+    except Exception as exc:
+        raise SmallbenchError(f"mlx_lm.convert could not convert '{source}' to {quant}: {exc}") from exc
 
 
 def _device(requested: str):
@@ -176,6 +184,7 @@ class MLXBackend(HFTokenizerMixin, Backend):
     requires_module = "mlx_lm"
     install_hint = "pip install 'smallbench[mlx]' (Apple Silicon: Metal; Linux: the CPU build mlx[cpu])"
     takes_quant = True
+    quant_choices = "float32, float16, bfloat16, 8bit, 6bit, 5bit, 4bit, 3bit, 2bit (mlx_lm.convert)"
     config_flags = {"prefill_step_size": PREFILL_STEP}
 
     capabilities = Capabilities(

@@ -411,11 +411,11 @@ def list_(what: Annotated[str, typer.Argument(help="models | backends | suites |
     elif what == "backends":
         from smallbench.backends import backend_names, get_backend_class
 
-        t = Table("name", "available", "capabilities")
+        t = Table("name", "available", "capabilities", "--quant")
         for n in backend_names():
             cls = get_backend_class(n)
             caps = ", ".join(k for k, v in cls.capabilities.model_dump().items() if v is True)
-            t.add_row(n, "yes" if cls.missing() is None else f"no: {cls.install_hint}", caps)
+            t.add_row(n, "yes" if cls.missing() is None else f"no: {cls.install_hint}", caps, cls.quant_choices or "—")
     elif what == "suites":
         from smallbench.suites import get_suite, suite_names
 

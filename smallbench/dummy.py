@@ -87,31 +87,41 @@ def config_folder(source: str, revision: str | None = None) -> Path:
 
 def checkpoint(folder: Path, dtype: str = "bfloat16", seed: int = 0) -> Path:
     """A copy of the dummy ``folder`` with random weights in safetensors (Transformers' own initialisation,
-    seeded), written once into the cache: what llama.cpp's converter reads."""
+    seeded), written once into the cache, in a process of its own (smallbench.apart): what llama.cpp's converter
+    reads."""
+    from smallbench.apart import run_apart
+
     out = folder.with_name(f"{folder.name}-weights-{dtype}")
     if (out / "model.safetensors.index.json").exists() or (out / "model.safetensors").exists():
         return out
     with FileLock(str(out) + ".lock"):
         if (out / "model.safetensors.index.json").exists() or (out / "model.safetensors").exists():
             return out
-        try:
-            import torch
-            from transformers import AutoConfig, AutoModelForCausalLM
-        except ImportError:
-            raise SmallbenchError("random weights for a converted checkpoint are written with transformers: "
-                                  "pip install 'smallbench[transformers]'") from None
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        torch.manual_seed(seed)
-        config = AutoConfig.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
-        model.save_pretrained(tmp, max_shard_size="4GB")
-        del model
-        for f in (*TOKENIZER_FILES, "config.json", MARKER):
-            shutil.copyfile(folder / f, tmp / f)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
+        run_apart("smallbench.dummy:write_checkpoint", f"writing random {dtype} weights for {folder.name}",
+                  folder=str(folder), out=str(out), dtype=dtype, seed=seed)
     return out
+
+
+def write_checkpoint(folder: str, out: str, dtype: str, seed: int) -> None:
+    """:func:`checkpoint`'s work: build the model from its config at random and save it."""
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+    except ImportError:
+        raise SmallbenchError("random weights for a converted checkpoint are written with transformers: "
+                              "pip install 'smallbench[transformers]'") from None
+    src, dst = Path(folder), Path(out)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    torch.manual_seed(seed)
+    config = AutoConfig.from_pretrained(src)
+    model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    model.save_pretrained(tmp, max_shard_size="4GB")
+    del model
+    for f in (*TOKENIZER_FILES, "config.json", MARKER):
+        shutil.copyfile(src / f, tmp / f)
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
 
 
 # -- scaled-down architectures ------------------------------------------------------------------------------

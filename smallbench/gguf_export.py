@@ -26,6 +26,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from smallbench.apart import run_apart
 from smallbench.errors import SmallbenchError
 from smallbench.paths import cache_dir
 
@@ -65,7 +66,8 @@ def cached_gguf(key: str, stem: str, quant: str, base_type: str, write_base: Cal
         if not base.exists():
             _atomic(base, write_base)
         if name != base_type:
-            _atomic(path, lambda tmp: quantize(base, tmp, types[name]))
+            _atomic(path, lambda tmp: run_apart("smallbench.gguf_export:quantize", f"quantizing {base.name} to {name}",
+                                                src=str(base), dst=str(tmp), ftype=types[name]))
     return path
 
 
@@ -162,9 +164,11 @@ def _add_tokenizer(w, hf_dir: Path, n_vocab: int) -> None:
         vocab_log.setLevel(level)
 
 
-def quantize(src: Path, dst: Path, ftype: int, threads: int = 0) -> None:
-    """llama.cpp's own quantizer (what ``llama-quantize`` runs)."""
+def quantize(src: str | Path, dst: str | Path, ftype: int, threads: int = 0) -> None:
+    """llama.cpp's own quantizer (what ``llama-quantize`` runs). A cell runs it apart (smallbench.apart)."""
     import llama_cpp
+
+    src, dst = Path(src), Path(dst)
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype

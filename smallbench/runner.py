@@ -23,7 +23,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from smallbench.backends import get_backend_class
+from smallbench.backends import get_backend_class, known_quants
 from smallbench.cell import CellSpec, GroupSpec
 from smallbench.errors import SmallbenchError
 from smallbench.executors import Executor, Interrupted, Job, LocalExecutor, sweep_temp
@@ -66,10 +66,12 @@ def plan(
     load: dict[str, Any], hardware: HardwareInfo, output: Path, run_id: str, quants: list[str] | None = None,
 ) -> list[Cell]:
     """Every (model, backend, quant, suite) combination, each with a stable id from what determines it.
-    ``quants`` applies to backends that take one (GGUF file types...); the others run once."""
+    ``quants`` applies to backends that take one (GGUF file types...), each the ones it knows; the others run
+    once."""
     cells = []
     for m in models:
-        for b, quant in [(name, q) for name in backends for q in (quants if quants and _takes_quant(name) else [None])]:
+        for b, quant in [(name, q) for name in backends
+                         for q in (known_quants(name, quants) if quants and _takes_quant(name) else [None])]:
             load_q = {**load, "quant": quant} if quant else load
             for s in suites:
                 model = ModelRecord(

@@ -62,15 +62,29 @@ def check_output(output: Path) -> None:
 
 
 def check_quants(backends: list[str], quants: list[str]) -> None:
-    """Each ``--quant`` is a variant some chosen backend knows (a GGUF file type, an MLX quantization)."""
-    from smallbench.backends import get_backend_class
+    """Each ``--quant`` is a variant some chosen backend knows (a GGUF file type, an MLX quantization), and each
+    chosen backend that takes ``--quant`` knows one of them: ``-b llama-cpp,mlx --quant Q8_0,4bit`` runs llama.cpp
+    at Q8_0 and MLX at 4bit (smallbench.backends.known_quants)."""
+    from smallbench.backends import get_backend_class, known_quants
 
-    takers = [cls for cls in map(get_backend_class, backends) if cls.takes_quant]
+    takers = [b for b in backends if get_backend_class(b).takes_quant]
     if quants and not takers:
         raise SmallbenchError(f"--quant applies to llama-cpp and mlx; none of {', '.join(backends)} takes it")
-    for cls in takers:
+    if not quants:
+        return
+    if len(takers) == 1:  # its own line, with its choices
         for q in quants:
-            cls.check_quant(q)
+            get_backend_class(takers[0]).check_quant(q)
+        return
+    known = {b: known_quants(b, quants) for b in takers}
+    for q in quants:
+        if not any(q in k for k in known.values()):
+            raise SmallbenchError(f"--quant '{q}' is a variant none of {', '.join(takers)} knows; "
+                                  "`smallbench list backends` shows each one's")
+    for b, k in known.items():
+        if not k:
+            raise SmallbenchError(f"{b} knows none of --quant {','.join(quants)}; add one of its own (`smallbench "
+                                  "list backends`) or run it apart")
 
 
 def offline_config(model_id: str, source: str, revision: str | None = None) -> dict[str, Any] | None:

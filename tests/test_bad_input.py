@@ -41,6 +41,8 @@ RUN = [
     (["--n-gpu-layers", "-2"], ["--n-gpu-layers"]),
     (["--extra-bufts", "sometimes"], ["--extra-bufts", "auto"]),
     (["--quant", "Q4_K_M"], ["--quant", "llama-cpp"]),  # transformers takes no --quant
+    (["-b", "llama-cpp,mlx", "--quant", "Q8_0,zz"], ["--quant 'zz'", "llama-cpp, mlx"]),  # no taker knows it
+    (["-b", "llama-cpp,mlx", "--quant", "Q8_0"], ["mlx knows none of --quant Q8_0"]),  # never silently left out
     (["--suite", "serving"], ["serving", "server backend"]),
     (["--suite", "accuracy", "--tasks", "nosuch"], ["nosuch"]),
     (["--suite", "accuracy", "--tasks", "blimp", "--data-dir", "no/such/dir"], ["--data-dir", "not a folder"]),

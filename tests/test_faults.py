@@ -154,3 +154,22 @@ def test_two_runs_on_one_matrix_measure_each_cell_once(tmp_path, warm):
     assert len(done) == CELLS and {s for s, _ in done.values()} == {"ok"}
     assert sum(e.count("reused") for e in errs) == CELLS  # every cell measured by one run, reused by the other
     _nothing_left(tmp_path / "results", {p.pid for p in procs})
+
+
+def test_work_done_apart_keeps_its_memory_and_its_crash_to_itself():
+    """smallbench.apart: the conversions a cell makes before it measures run in a process of their own, so a cold
+    cache does not raise the measured peak (0.5–0.7 GiB of Transformers left behind by writing a dummy's weights
+    did, before), and a native crash there is one line. Real processes, stdlib targets."""
+    from smallbench.apart import run_apart
+    from smallbench.errors import SmallbenchError
+
+    me = psutil.Process()
+    before = me.memory_info().rss
+    run_apart("builtins:bytearray", "a big buffer", source=400 * 2**20)  # 400 MiB, touched, in the child
+    assert me.memory_info().rss - before < 100 * 2**20
+    with pytest.raises(SmallbenchError, match=r"^--x 'y' is not one of: z$"):  # the child's own line, as it is
+        run_apart("smallbench.validate:check_choice", "checking", option="--x", value="y", allowed=["z"])
+    with pytest.raises(SmallbenchError, match=r"^parsing failed: JSONDecodeError: Expecting value"):
+        run_apart("json:loads", "parsing", s="not json")
+    with pytest.raises(SmallbenchError, match=r"^reading address 0 failed: killed by signal 11"):
+        run_apart("ctypes:string_at", "reading address 0", ptr=0)

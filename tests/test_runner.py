@@ -84,6 +84,11 @@ def test_quant_list_multiplies_only_backends_that_take_one(tmp_path, tiny_path):
     assert got == [("transformers", None, None), ("llama-cpp", "Q8_0", "Q8_0"), ("llama-cpp", "F16", "F16")]
     assert len({c.spec.cell_id for c in cells}) == 3 and "[Q8_0]" in cells[1].label
     assert cells[1].path.name.startswith("tiny-llama__llama-cpp-Q8_0__latency__")
+    # two backends that take --quant: each runs the variants it knows (llama.cpp's GGUF types, MLX's bits; F16 both)
+    cells = runner.plan([m], ["llama-cpp", "mlx"], ["latency"], {}, {"device": "cpu"}, hardware_info(), tmp_path,
+                        "run", quants=["Q8_0", "4bit", "F16"])
+    assert [(c.spec.backend, c.spec.model.quant) for c in cells] == [("llama-cpp", "Q8_0"), ("llama-cpp", "F16"),
+                                                                     ("mlx", "4bit"), ("mlx", "F16")]
 
 
 def test_a_native_crash_in_a_test_fails_that_test_and_the_run_goes_on(tmp_path):
