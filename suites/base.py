@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from smallbench.backends.base import Backend, LoadedModelInfo
 from smallbench.energy import EnergyMeter
@@ -54,6 +54,29 @@ class SuiteSettings(BaseModel):
             if i and self.cooldown_s:
                 time.sleep(self.cooldown_s)
             yield i, i >= self.warmup
+
+
+class ShapedSettings(SuiteSettings):
+    """Settings of a suite with a workload shape (the default: llama-bench's pp512/tg128, one shape for every suite
+    of a default run, so that they share a leaderboard row). ``--preset`` (:data:`PRESETS`) gives the prompt and
+    generated tokens, and its levels to :attr:`levels_field` where the suite has one (batch sizes, concurrency);
+    settings given besides win. The preset's name is not part of the settings a record keeps (its shape is)."""
+
+    levels_field: ClassVar[str | None] = None
+    preset: str | None = Field(None, exclude=True)
+    prompt_tokens: int = Field(512, ge=1)
+    gen_tokens: int = Field(128, ge=1)
+
+    @model_validator(mode="after")
+    def _apply_preset(self):
+        if self.preset is not None:
+            given = self.model_fields_set
+            pp, tg, levels = preset_shape(self.preset)
+            self.prompt_tokens = self.prompt_tokens if "prompt_tokens" in given else pp
+            self.gen_tokens = self.gen_tokens if "gen_tokens" in given else tg
+            if self.levels_field and self.levels_field not in given:
+                setattr(self, self.levels_field, levels)
+        return self
 
 
 @dataclass

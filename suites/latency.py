@@ -6,12 +6,10 @@ from pydantic import Field
 
 from smallbench import metrics as M
 from smallbench.backends.base import Backend
-from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, synthetic_prompt
+from smallbench.suites.base import ShapedSettings, Suite, SuiteContext, SuiteResult, synthetic_prompt
 
 
-class LatencySettings(SuiteSettings):
-    prompt_tokens: int = Field(128, ge=1)
-    gen_tokens: int = Field(64, ge=1)
+class LatencySettings(ShapedSettings):
     warmup: int = Field(2, ge=0)
     repeats: int = Field(10, ge=1)
 

@@ -3,17 +3,13 @@ background while a fixed generation workload runs; peaks are reset at the start 
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from smallbench.backends.base import Backend, LoadedModelInfo
 from smallbench.errors import SmallbenchError
-from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, synthetic_prompt
+from smallbench.suites.base import ShapedSettings, Suite, SuiteContext, SuiteResult, synthetic_prompt
 from smallbench.telemetry import MemorySampler
 
 
-class MemorySettings(SuiteSettings):
-    prompt_tokens: int = Field(512, ge=1)
-    gen_tokens: int = Field(128, ge=1)
+class MemorySettings(ShapedSettings):
     batch_size: int = 1
     interval_s: float = 0.01
 

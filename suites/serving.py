@@ -8,15 +8,16 @@ given SLOs (definitions: smallbench.metrics). Warm-up rounds run at the same lev
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from smallbench import metrics as M
 from smallbench.backends.base import Backend
 from smallbench.errors import SmallbenchError
-from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, preset_shape, synthetic_prompt
+from smallbench.suites.base import ShapedSettings, Suite, SuiteContext, SuiteResult, synthetic_prompt
 
 
-class ServingSettings(SuiteSettings):
+class ServingSettings(ShapedSettings):
+    levels_field = "concurrency"
     concurrency: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
     requests_per_level: int | None = Field(None, ge=1)
     request_rate: float | None = Field(None, gt=0)
@@ -25,9 +26,6 @@ class ServingSettings(SuiteSettings):
     ttft_slo_ms: float | None = Field(None, gt=0)
     tpot_slo_ms: float | None = Field(None, gt=0)
     repeats: int = Field(1, ge=1)
-    #: a standard shape (suites.base.PRESETS): its prompt and generated tokens, its levels as concurrency; the
-    #: settings given besides win
-    preset: str | None = None
 
     @field_validator("concurrency")
     @classmethod
@@ -42,16 +40,6 @@ class ServingSettings(SuiteSettings):
         if v < 2:
             raise ValueError("gen_tokens must be at least 2 to measure TPOT")
         return v
-
-    @model_validator(mode="after")
-    def _apply_preset(self):
-        if self.preset is not None:
-            given = self.model_fields_set
-            pp, tg, levels = preset_shape(self.preset)
-            self.prompt_tokens = self.prompt_tokens if "prompt_tokens" in given else pp
-            self.gen_tokens = self.gen_tokens if "gen_tokens" in given else tg
-            self.concurrency = self.concurrency if "concurrency" in given else levels
-        return self
 
 
 class ServingSuite(Suite):

@@ -6,25 +6,16 @@ from pydantic import Field, model_validator
 
 from smallbench import metrics as M
 from smallbench.backends.base import Backend
-from smallbench.suites.base import Suite, SuiteContext, SuiteResult, SuiteSettings, preset_shape, synthetic_prompt
+from smallbench.suites.base import ShapedSettings, Suite, SuiteContext, SuiteResult, synthetic_prompt
 
 
-class ThroughputSettings(SuiteSettings):
-    preset: str | None = "pp512/tg128"
-    prompt_tokens: int | None = Field(None, ge=1)
-    gen_tokens: int | None = Field(None, ge=1)
-    batch_sizes: list[int] | None = None
+class ThroughputSettings(ShapedSettings):
+    levels_field = "batch_sizes"
+    preset: str | None = "pp512/tg128"  # kept in the records (it always was)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1])
 
     @model_validator(mode="after")
-    def _apply_preset(self):
-        if self.preset is not None:
-            pp, tg, bs = preset_shape(self.preset)
-            self.prompt_tokens = pp if self.prompt_tokens is None else self.prompt_tokens
-            self.gen_tokens = tg if self.gen_tokens is None else self.gen_tokens
-            self.batch_sizes = bs if self.batch_sizes is None else self.batch_sizes
-        self.prompt_tokens = 512 if self.prompt_tokens is None else self.prompt_tokens
-        self.gen_tokens = 128 if self.gen_tokens is None else self.gen_tokens
-        self.batch_sizes = [1] if self.batch_sizes is None else self.batch_sizes
+    def _two(self):
         if self.gen_tokens < 2:
             raise ValueError("gen_tokens must be at least 2 to measure decode")
         return self

@@ -24,7 +24,7 @@ RUN = [
     (["--gen-tokens", "0", "--suite", "latency"], ["--gen-tokens"]),
     (["--gen-tokens", "0", "--suite", "throughput"], ["--gen-tokens"]),
     (["--gen-tokens", "1", "--suite", "throughput"], ["gen_tokens", "at least 2"]),
-    (["--prompt-tokens", "5000"], ["5064", "context", "tiny-llama", "2048"]),
+    (["--prompt-tokens", "5000"], ["5128", "context", "tiny-llama", "2048"]),
     (["--prompt-tokens", "100", "--ctx-size", "64"], ["--ctx-size", "64"]),
     (["--repeats", "0"], ["--repeats"]),
     (["--warmup", "-1"], ["--warmup"]),

@@ -66,6 +66,11 @@ def test_presets_give_the_standard_shapes_to_throughput_and_serving():
     thr, srv = get_suite("throughput"), get_suite("serving")
     s = thr.settings({"preset": "b1,10/1024in/1024out"})
     assert (s.prompt_tokens, s.gen_tokens, s.batch_sizes) == (1024, 1024, [1, 10])
+    for suite in ("latency", "memory"):  # their tokens too, so that a run's suites measure one shape (one row)
+        s = get_suite(suite).settings({"preset": "b1/256in/64out"})
+        assert (s.prompt_tokens, s.gen_tokens) == (256, 64) and "preset" not in s.model_dump()
+    defaults = [get_suite(n).settings({}) for n in ("latency", "throughput", "memory")]
+    assert {(s.prompt_tokens, s.gen_tokens) for s in defaults} == {(512, 128)}  # a default run: one row
     s = srv.settings({"preset": "b1,10/1024in/1024out"})
     assert (s.prompt_tokens, s.gen_tokens, s.concurrency) == (1024, 1024, [1, 10])
     s = srv.settings({"preset": "pp512/tg128", "concurrency": [4], "gen_tokens": 32})
