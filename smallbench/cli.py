@@ -74,9 +74,10 @@ def run(
     dummy: Annotated[bool, typer.Option(help="Random weights from the model's config: speed/memory only.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repo's own Python code to run.")] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the backend.")] = None,
-    preset: Annotated[str | None, typer.Option(help="A standard shape of the throughput and serving suites: "
-                                                    "pp512/tg128 | b1/256in/64out | b1,10/1024in/1024out (batch "
-                                                    "sizes, or concurrency levels).")] = None,
+    preset: Annotated[str | None, typer.Option(help="A standard shape: pp512/tg128 | b1/256in/64out | "
+                                                    "b1,10/1024in/1024out (prompt and generated tokens for every "
+                                                    "suite; batch sizes for throughput, concurrency for serving)."
+                                               )] = None,
     prompt_tokens: Annotated[int | None, typer.Option(help="Prompt length in tokens.")] = None,
     gen_tokens: Annotated[int | None, typer.Option(help="Generated tokens per request.")] = None,
     batch_sizes: Annotated[str | None, typer.Option(help="Throughput batch sizes, comma list.")] = None,
