@@ -171,8 +171,9 @@ def compare_records(a: ResultRecord | list[ResultRecord], b: ResultRecord | list
                 verdict = "better" if (only_b > only_a) == ma.higher_is_better else "worse"
             out.append(Verdict(**base, test="mcnemar", verdict=verdict, p_value=p, n=(both, only_a + only_b)))
             continue
-        if not ma.samples_key or not mb.samples_key or (ma.name == "decode_bandwidth_pct" and not _same_bound_kind(
-                runs_a + runs_b)):
+        if not ma.samples_key or not mb.samples_key:
+            continue
+        if ma.name == "decode_bandwidth_pct" and not _same_bound_kind(runs_a + runs_b):
             continue
         sa, sb = _runs(runs_a, ma), _runs(runs_b, mb)
         if not sa or not sb or min(map(len, sa + sb)) < 2 or np.median(np.concatenate(sa)) == 0:
@@ -188,7 +189,7 @@ def compare_records(a: ResultRecord | list[ResultRecord], b: ResultRecord | list
 def _same_bound_kind(records: list[ResultRecord]) -> bool:
     """Whether every record's roofline share is of one kind of bound (shares of a CPU copy and of a read, or of a
     measurement and a data sheet, do not compare)."""
-    return len({(b or (0, None))[1] for b in (r.roofline_bound() for r in records)}) == 1
+    return len({bound[1] if bound else None for bound in map(ResultRecord.roofline_bound, records)}) == 1
 
 
 def _runs(records: list[ResultRecord], m: Metric) -> list[list[float]]:
