@@ -69,9 +69,10 @@ def plan(
     ``quants`` applies to backends that take one (GGUF file types...), each the ones it knows; the others run
     once."""
     cells = []
+    pairs = [(name, q) for name in backends
+             for q in (known_quants(name, quants) if quants and _takes_quant(name) else [None])]
     for m in models:
-        for b, quant in [(name, q) for name in backends
-                         for q in (known_quants(name, quants) if quants and _takes_quant(name) else [None])]:
+        for b, quant in pairs:
             load_q = {**load, "quant": quant} if quant else load
             for s in suites:
                 model = ModelRecord(
