@@ -112,7 +112,7 @@ SHOWN = ["model", "params total (B)", "backend", "config", "quant", "weights", L
 def display_columns(df: pd.DataFrame) -> list[str]:
     """Every column in display order: identity first, accuracy, measured columns, bookkeeping last."""
     cols = [*L.IDENTITY, L.ACC_AVG, *L.accuracy_columns(df), *MEASURED, L.PARITY, "best at", "memory source",
-            "cells", "failed", "updated"]
+            "cells", "failed", L.BUSY, "updated"]
     return [c for c in cols if c in df.columns or c in L.IDENTITY]
 
 
@@ -240,6 +240,9 @@ def methodology_markdown() -> str:
         "is: NVML's clock × bus width or a data sheet on a GPU, a measurement on a CPU (this machine's best read; "
         "records before 2026-12-01 measured one run's copy, which reads lower). Shares compare only between rows of "
         "one kind of bound.",
+        f"## A busy machine\n`{L.BUSY}` counts a row's cells whose suite ran while other processes took a share "
+        "of the machine's CPUs, or a hypervisor held them back (steal): their times can be slower than the "
+        "machine is, with nothing in their spread to show it (docs/metrics.md).",
         "## Accuracy\nPer task: " + ", then ".join(L.PRIMARY_ACCURACY) + " (the first the task reports; the strict "
         "filter first for generation tasks). The average is over tasks scored as fractions. Rows with dummy "
         "(random) weights carry no accuracy.",

@@ -37,7 +37,7 @@ from smallbench.hardware import (
 from smallbench.results import LoadRecord, ModelRecord, ResultRecord, redact
 from smallbench.suites import SuiteContext, get_suite
 from smallbench.suites.base import Roofline, SuiteResult
-from smallbench.telemetry import MemorySampler
+from smallbench.telemetry import CpuWatch, MemorySampler
 
 
 class CellSpec(BaseModel):
@@ -239,7 +239,8 @@ def run_group(group: GroupSpec, emit: Callable[[int, ResultRecord | None], None]
                     roof = roofline(backend_info, hardware, m.info, bandwidth[0]) if suite.uses_roofline else None
                     ctx = SuiteContext(load=m.load, model_info=m.info, roofline=roof, energy=meter,
                                        device=backend_info.device or "cpu")
-                    result = suite.run(m.backend, settings, ctx)
+                    with CpuWatch() as watch:
+                        result = suite.run(m.backend, settings, ctx)
                 except Exception as exc:
                     traceback.print_exc()
                     record(i, failed_record(spec, one_line(exc), hardware, software, backend_info, t0))
@@ -253,6 +254,7 @@ def run_group(group: GroupSpec, emit: Callable[[int, ResultRecord | None], None]
                     suite=spec.suite, settings=settings.model_dump(), model=model, backend=backend_info,
                     hardware=hardware, software=software, load=m.load, metrics=result.metrics, samples=result.samples,
                     extra=result.extra, duration_s=time.perf_counter() - t0 + (m.load.seconds if not i else 0.0),
+                    contention=watch.contention,
                 )
                 if roof is None:
                     record(i, rec)

@@ -261,8 +261,12 @@ def print_tables(records) -> None:
     if any(r.suite == "parity" and r.status == "ok" for r in records):
         for table in parity_tables(records, out):
             out.print(table)
-    for line in slowdown_warnings(records):
-        err_console.print(Text("warning:", style="yellow"), line)
+    warn(slowdown_warnings(records) + busy_warnings(records))
+
+
+def warn(lines: list[str]) -> None:
+    for line in lines:
+        err_console.print(Text("warning:", style="yellow"), Text(line))
 
 
 def slowdown_warnings(records) -> list[str]:
@@ -276,6 +280,19 @@ def slowdown_warnings(records) -> list[str]:
             out.append(f"{r.model.id} · {r.backend.name} · {r.suite}: {worst.name}{where} got steadily slower over "
                        f"{worst.drift.n} trials (last third {worst.drift.slowdown:+.0%} vs first, rank correlation "
                        f"{worst.drift.spearman:.2f}); thermal throttling? try --cooldown SECONDS")
+    return out
+
+
+def busy_warnings(records) -> list[str]:
+    """One line per cell that ran while the machine was busy (the busy flag; see docs/metrics.md)."""
+    out = []
+    for r in records:
+        c = r.contention
+        if c is not None and c.busy:
+            steal = f", the hypervisor {c.steal:.0%} of their time (steal)" if (c.steal or 0) >= 0.005 else ""
+            out.append(f"{r.model.id} · {r.backend.name} · {r.suite}: the machine was busy while it ran (other "
+                       f"processes took {c.others_cpus:.2f} of {c.cpus} CPUs{steal}); its times may be slower than "
+                       f"this machine's: run it again when the machine is quiet (--force)")
     return out
 
 
@@ -740,6 +757,7 @@ def compare(
                               "suite and settings)")
     if fmt == "table":
         wide_console().print(compare_table(verdicts, sides))
+        warn(busy_warnings({id(r): r for ra, rb in pairs for r in ra + rb}.values()))
         return
     rows = [{**{k: v for k, v in vars(x).items() if k not in ("labels", "sides", "n", "runs")},
              "labels": json.dumps(x.labels, sort_keys=True, default=str), "n_a": x.n[0], "n_b": x.n[1],

@@ -25,6 +25,7 @@ from smallbench.errors import SmallbenchError
 from smallbench.hardware import HardwareInfo
 from smallbench.metrics import METRICS
 from smallbench.stats import Drift, Stats
+from smallbench.telemetry import Contention
 
 SCHEMA_VERSION = 1
 
@@ -90,6 +91,8 @@ class ResultRecord(BaseModel):
     samples: dict[str, list[float]] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)
     duration_s: float | None = None
+    #: What else the machine did while the suite ran (other processes' CPU, the hypervisor's steal).
+    contention: Contention | None = None
 
     def metric(self, name: str) -> Metric | None:
         return next((m for m in self.metrics if m.name == name), None)
@@ -256,6 +259,9 @@ def records_to_frame(records: list[ResultRecord]):
             "cpu_model": hw.cpu_model if hw else None,
             "gpu": hw.gpus[0].name if hw and hw.gpus else None,
             "settings": json.dumps(r.settings, sort_keys=True),
+            "others_cpus": r.contention.others_cpus if r.contention else None,
+            "steal": r.contention.steal if r.contention else None,
+            "busy_flag": r.contention.busy if r.contention else None,
         }
         if not r.metrics:
             rows.append({**base, "metric": None, "unit": None, "value": None})

@@ -1,4 +1,5 @@
-"""Background memory sampling: RSS of the process tree, NVML per-process and device-wide usage.
+"""Background memory sampling: RSS of the process tree, NVML per-process and device-wide usage; and how busy the
+rest of the machine was while a suite ran (:class:`CpuWatch`).
 
 One :class:`MemorySampler` thread polls every ``interval`` seconds while a workload runs and keeps
 the peaks plus a (downsampled) timeline. RSS is summed over this process and all its descendants
@@ -14,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 import psutil
+from pydantic import BaseModel
 
 
 def tree_rss(root: psutil.Process, skip: frozenset[int] | set[int] = frozenset()) -> int:
@@ -142,3 +144,79 @@ class MemorySampler:
         if len(tl) > self.MAX_TIMELINE:  # keep the raw timeline bounded, evenly thinned
             step = len(tl) / self.MAX_TIMELINE
             self.peaks.timeline = [tl[int(i * step)] for i in range(self.MAX_TIMELINE)]
+
+
+#: A suite's machine counts as busy when others took at least this many CPUs (or this share of all its CPUs,
+#: whichever is more) ...
+BUSY_CPUS, BUSY_SHARE = 0.25, 0.05
+#: ... or the hypervisor held back at least this share of the CPUs' time (steal).
+BUSY_STEAL = 0.05
+
+
+class Contention(BaseModel):
+    """What else the machine did while a suite ran (see docs/metrics.md, "A busy machine")."""
+
+    seconds: float
+    cpus: int
+    #: CPU-seconds of this process tree (the engine's processes included) per second of the suite.
+    own_cpus: float
+    #: CPU-seconds of every other process on the machine per second of the suite.
+    others_cpus: float
+    #: Share of the CPUs' time the hypervisor gave to other guests; None where the OS does not count it.
+    steal: float | None
+    #: others_cpus ≥ max(BUSY_CPUS, BUSY_SHARE × cpus) or steal ≥ BUSY_STEAL: the suite's times may be slow.
+    busy: bool
+
+
+def tree_cpu_seconds(root: psutil.Process) -> dict[int, float]:
+    """User + system CPU seconds of ``root`` (with its reaped children) and of every living descendant, by pid."""
+    out = {}
+    procs = [root]
+    with contextlib.suppress(psutil.Error):
+        procs += root.children(recursive=True)
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        out[p.pid] = t.user + t.system + (t.children_user + t.children_system if p is root else 0.0)
+    return out
+
+
+class CpuWatch:
+    """Context manager: how much CPU this process tree, everything else and the hypervisor took while it was open;
+    read :attr:`contention` afterwards (None where the system's CPU times cannot be read)."""
+
+    def __init__(self, pid: int | None = None) -> None:
+        self.proc = psutil.Process(pid or os.getpid())
+        self.contention: Contention | None = None
+
+    @staticmethod
+    def _system() -> tuple[float, float, float | None]:
+        """(total, busy, steal) CPU seconds summed over all CPUs since boot; steal None where not counted."""
+        t = psutil.cpu_times()
+        steal = getattr(t, "steal", None)
+        idle = t.idle + getattr(t, "iowait", 0.0)
+        total = sum(getattr(t, f) for f in t._fields if f not in ("guest", "guest_nice"))  # guest is inside user
+        return total, total - idle - (steal or 0.0), steal
+
+    def __enter__(self) -> CpuWatch:
+        self._t0 = time.perf_counter()
+        self._sys0 = self._system()
+        self._own0 = tree_cpu_seconds(self.proc)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        own1 = tree_cpu_seconds(self.proc)
+        total1, busy1, steal1 = self._system()
+        seconds = time.perf_counter() - self._t0
+        total0, busy0, steal0 = self._sys0
+        if seconds <= 0 or total1 <= total0:
+            return
+        own = sum(max(0.0, v - self._own0.get(pid, 0.0)) for pid, v in own1.items())
+        others = max(0.0, (busy1 - busy0) - own) / seconds
+        steal = (steal1 - steal0) / (total1 - total0) if steal1 is not None and steal0 is not None else None
+        cpus = psutil.cpu_count() or 1
+        busy = others >= max(BUSY_CPUS, BUSY_SHARE * cpus) or (steal or 0.0) >= BUSY_STEAL
+        self.contention = Contention(seconds=seconds, cpus=cpus, own_cpus=own / seconds, others_cpus=others,
+                                     steal=steal, busy=busy)

@@ -95,3 +95,25 @@ def serve_app(args: list[str], cwd: Path, timeout: float = 120):
 def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=30) as r:
         return r.read().decode()
+
+
+@contextlib.contextmanager
+def spinner(ours: bool = False, seconds: float = 600):
+    """A real process keeping one CPU busy: outside this process tree (``ours=False``: started through a shell that
+    exits at once, so that it belongs to init, as another user's work would) or a child of this process."""
+    code = f"import time\nt = time.time()\nwhile time.time() - t < {seconds}: pass"
+    if ours:
+        proc = subprocess.Popen([sys.executable, "-c", code])
+        pid = proc.pid
+    else:
+        out = subprocess.run(["sh", "-c", f'"{sys.executable}" -c "{code}" >/dev/null 2>&1 & echo $!'],
+                             capture_output=True, text=True, check=True)
+        pid = int(out.stdout)
+    try:
+        time.sleep(0.2)
+        yield pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+        if ours:
+            proc.wait()

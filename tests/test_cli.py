@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from smallbench import load_results
-from tests.conftest import fetch, run_cli, serve_app
+from tests.conftest import fetch, run_cli, serve_app, spinner
 
 SMALL = ["--prompt-tokens", "16", "--gen-tokens", "8", "--repeats", "3", "--warmup", "1"]
 
@@ -127,6 +127,28 @@ def test_report_warns_of_trials_that_got_steadily_slower(main_run, tmp_path):
     plain = run_cli("report", "results", cwd=cwd)
     assert "steadily slower" not in plain.stderr
     assert load_results(tmp_path / "hot.json").query("metric == 'tpot'")["slowdown_flag"].iloc[0]
+
+
+def test_a_suite_that_ran_beside_other_work_is_flagged_busy(main_run, tmp_path):
+    """Another process spinning on one of the machine's CPUs while a cell runs: its record says how much CPU the
+    others took, load_results flags it, and run and report warn; the main job's cells ran with their own work
+    counted as theirs."""
+    cwd, _ = main_run
+    quiet = load_results(cwd / "results")
+    assert (quiet["others_cpus"] >= 0).all() and quiet["busy_flag"].notna().all()
+    with spinner():
+        res = run_cli("run", "--suite", "latency", *SMALL, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(next((tmp_path / "results").glob("*__latency__*.json")).read_text())
+    assert rec["contention"]["busy"] and rec["contention"]["others_cpus"] > 0.6, rec["contention"]
+    assert rec["contention"]["own_cpus"] > 0.3  # the suite's own work, in its own column
+    warning = "tiny-llama · transformers · latency: the machine was busy while it ran"
+    assert warning in res.stderr.replace("\n", " ")
+    assert load_results(tmp_path / "results")["busy_flag"].all()
+    report = run_cli("report", "results", cwd=tmp_path)
+    assert warning in report.stderr.replace("\n", " ") and "--force" in report.stderr
+    against = run_cli("compare", str(cwd / "results"), "results", cwd=tmp_path)  # the quiet run's cell is no warning
+    assert against.returncode == 0 and against.stderr.replace("\n", " ").count("was busy") == 1, against.stderr
 
 
 def test_leaderboard_app_shows_what_the_main_job_left(main_run):

@@ -131,6 +131,19 @@ def test_a_load_that_failed_is_counted_against_the_engine_config_it_asked_for():
     assert sorted(zip(df.config, df.failed, strict=True)) == [("", 0), ("enforce_eager", 1)]
 
 
+def test_a_row_counts_its_cells_measured_on_a_busy_machine():
+    from smallbench.app import display_columns
+    from smallbench.telemetry import Contention
+
+    rng = random.Random(7)
+    recs = [record(s, "minicpm5-1b", "llama-cpp", "Q4_K_M", hardware(0), rng) for s in ("latency", "memory")]
+    recs[0].contention = Contention(seconds=9, cpus=2, own_cpus=1.9, others_cpus=0.9, steal=0.0, busy=True)
+    assert _rows(*recs)[L.BUSY].tolist() == [1]
+    recs[0].contention = recs[0].contention.model_copy(update={"busy": False})
+    board = _rows(*recs)
+    assert board[L.BUSY].tolist() == [0] and L.BUSY in display_columns(board)
+
+
 def test_peak_memory_prefers_nvml_and_dummy_rows_carry_no_accuracy():
     rng = random.Random(1)
     mem = record("memory", "qwen3-0.6b", "vllm", "bfloat16", hardware(1), rng, dummy=True)
