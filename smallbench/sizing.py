@@ -12,6 +12,7 @@ Conventions (docs/metrics.md, "Sizing"):
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -430,11 +431,21 @@ DEVICE_BANDWIDTH: list[tuple[str, float]] = [
 _BINNED = {("M3 Max", 30): 300e9, ("M4 Max", 32): 410e9}
 
 
+#: A word after a listed name that makes it another product, with another memory system (a laptop part, a Ti or
+#: SUPER card): the listed figure is not its bandwidth.
+_VARIANTS = {"laptop", "mobile", "max-q", "ti", "super"}
+
+
 def table_bandwidth(device_name: str, gpu_cores: int | None = None) -> float | None:
-    """Peak memory bandwidth of a named GPU or Apple chip from :data:`DEVICE_BANDWIDTH`; None if unlisted."""
+    """Peak memory bandwidth of a named GPU or Apple chip from :data:`DEVICE_BANDWIDTH`; None if unlisted. A listed
+    name matches as whole words ("NVIDIA L40" is not an L4, a GH200 not an H200), and not where a variant's word
+    follows it (an "RTX 4090 Laptop GPU" has 576 GB/s, not the desktop card's 1,008)."""
+    text = device_name.lower()
     for name, bw in DEVICE_BANDWIDTH:
-        if name.lower() in device_name.lower():
-            return _BINNED.get((name, gpu_cores), bw)
+        hit = re.search(rf"(?<!\w){re.escape(name.lower())}(?!\w)", text)
+        if hit:
+            following = text[hit.end():].split()
+            return None if following and following[0] in _VARIANTS else _BINNED.get((name, gpu_cores), bw)
     return None
 
 

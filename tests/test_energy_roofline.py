@@ -51,3 +51,8 @@ def test_bandwidth_table():
     assert sizing.table_bandwidth("Apple M4 Max", gpu_cores=32) == 410e9
     assert sizing.table_bandwidth("Apple M4 Max", gpu_cores=40) == 546e9
     assert sizing.table_bandwidth("Some Other Accelerator") is None
+    assert sizing.table_bandwidth("NVIDIA A100-SXM4-80GB") == 2.039e12 and sizing.table_bandwidth("Apple M3") == 100e9
+    # other products whose names hold a listed one: no figure rather than the wrong one
+    for name in ("NVIDIA L40", "NVIDIA GH200 480GB", "NVIDIA GeForce RTX 4090 Laptop GPU", "NVIDIA GeForce RTX 3090 Ti",
+                 "NVIDIA GeForce RTX 5080 SUPER"):
+        assert sizing.table_bandwidth(name) is None, name
