@@ -149,8 +149,11 @@ class MemorySampler:
 #: A suite's machine counts as busy when others took at least this many CPUs (or this share of all its CPUs,
 #: whichever is more) ...
 BUSY_CPUS, BUSY_SHARE = 0.25, 0.05
-#: ... or the hypervisor held back at least this share of the CPUs' time (steal).
+#: ... or the hypervisor held back at least this share of the CPUs' time (steal); either way at least
+#: BUSY_EVIDENCE CPU-seconds, ten ticks of the 100 Hz counters Linux keeps them in (a 50 ms suite cannot tell one
+#: stray tick from a busy machine).
 BUSY_STEAL = 0.05
+BUSY_EVIDENCE = 0.1
 
 
 class Contention(BaseModel):
@@ -164,7 +167,8 @@ class Contention(BaseModel):
     others_cpus: float
     #: Share of the CPUs' time the hypervisor gave to other guests; None where the OS does not count it.
     steal: float | None
-    #: others_cpus ≥ max(BUSY_CPUS, BUSY_SHARE × cpus) or steal ≥ BUSY_STEAL: the suite's times may be slow.
+    #: others_cpus ≥ max(BUSY_CPUS, BUSY_SHARE × cpus) or steal ≥ BUSY_STEAL, on at least BUSY_EVIDENCE CPU-seconds:
+    #: the suite's times may be slow.
     busy: bool
 
 
@@ -214,9 +218,10 @@ class CpuWatch:
         if seconds <= 0 or total1 <= total0:
             return
         own = sum(max(0.0, v - self._own0.get(pid, 0.0)) for pid, v in own1.items())
-        others = max(0.0, (busy1 - busy0) - own) / seconds
-        steal = (steal1 - steal0) / (total1 - total0) if steal1 is not None and steal0 is not None else None
+        others = max(0.0, (busy1 - busy0) - own)
+        stolen = steal1 - steal0 if steal1 is not None and steal0 is not None else None
         cpus = psutil.cpu_count() or 1
-        busy = others >= max(BUSY_CPUS, BUSY_SHARE * cpus) or (steal or 0.0) >= BUSY_STEAL
-        self.contention = Contention(seconds=seconds, cpus=cpus, own_cpus=own / seconds, others_cpus=others,
-                                     steal=steal, busy=busy)
+        busy = (others >= max(BUSY_EVIDENCE, max(BUSY_CPUS, BUSY_SHARE * cpus) * seconds)
+                or (stolen or 0.0) >= max(BUSY_EVIDENCE, BUSY_STEAL * (total1 - total0)))
+        self.contention = Contention(seconds=seconds, cpus=cpus, own_cpus=own / seconds, others_cpus=others / seconds,
+                                     steal=None if stolen is None else stolen / (total1 - total0), busy=busy)
