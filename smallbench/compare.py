@@ -173,7 +173,7 @@ def compare_records(a: ResultRecord | list[ResultRecord], b: ResultRecord | list
             continue
         if not ma.samples_key or not mb.samples_key:
             continue
-        if ma.name == "decode_bandwidth_pct" and not _same_bound_kind(runs_a + runs_b):
+        if ma.name == "decode_bandwidth_pct" and not _same_bound(runs_a + runs_b):
             continue
         sa, sb = _runs(runs_a, ma), _runs(runs_b, mb)
         if not sa or not sb or min(map(len, sa + sb)) < 2 or np.median(np.concatenate(sa)) == 0:
@@ -186,10 +186,19 @@ def compare_records(a: ResultRecord | list[ResultRecord], b: ResultRecord | list
     return out
 
 
-def _same_bound_kind(records: list[ResultRecord]) -> bool:
-    """Whether every record's roofline share is of one kind of bound (shares of a CPU copy and of a read, or of a
-    measurement and a data sheet, do not compare)."""
-    return len({bound[1] if bound else None for bound in map(ResultRecord.roofline_bound, records)}) == 1
+#: Bounds this close (ratio) count as one: two runs' NVML or data-sheet figures for one GPU are equal.
+SAME_BOUND = 1.01
+
+
+def _same_bound(records: list[ResultRecord]) -> bool:
+    """Whether every record's roofline share is of one bound: one kind (shares of a CPU copy and of a read, or of a
+    measurement and a data sheet, do not compare) and one value (a CPU machine's best read rises as runs add
+    measurements; shares of 54 and of 57 GB/s would give a verdict on the bound, not on the decode)."""
+    bounds = [ResultRecord.roofline_bound(r) for r in records]
+    if None in bounds or len({kind for _, kind in bounds}) != 1:
+        return False
+    values = [bw for bw, _ in bounds]
+    return max(values) <= SAME_BOUND * min(values)
 
 
 def _runs(records: list[ResultRecord], m: Metric) -> list[list[float]]:
