@@ -289,7 +289,8 @@ def busy_warnings(records) -> list[str]:
     for r in records:
         c = r.contention
         if c is not None and c.busy:
-            steal = f", the hypervisor {c.steal:.0%} of their time (steal)" if (c.steal or 0) >= 0.005 else ""
+            steal = (f", the hypervisor held back {c.steal:.0%} of the CPU time asked for (steal)"
+                     if (c.steal or 0) >= 0.005 else "")
             out.append(f"{r.model.id} · {r.backend.name} · {r.suite}: the machine was busy while it ran (other "
                        f"processes took {c.others_cpus:.2f} of {c.cpus} CPUs{steal}); its times may be slower than "
                        f"this machine's: run it again when the machine is quiet (--force)")

@@ -149,7 +149,7 @@ class MemorySampler:
 #: A suite's machine counts as busy when others took at least this many CPUs (or this share of all its CPUs,
 #: whichever is more) ...
 BUSY_CPUS, BUSY_SHARE = 0.25, 0.05
-#: ... or the hypervisor held back at least this share of the CPUs' time (steal); either way at least
+#: ... or the hypervisor held back at least this share of the CPU time asked for (steal); either way at least
 #: BUSY_EVIDENCE CPU-seconds, ten ticks of the 100 Hz counters Linux keeps them in (a 50 ms suite cannot tell one
 #: stray tick from a busy machine).
 BUSY_STEAL = 0.05
@@ -165,7 +165,8 @@ class Contention(BaseModel):
     own_cpus: float
     #: CPU-seconds of every other process on the machine per second of the suite.
     others_cpus: float
-    #: Share of the CPUs' time the hypervisor gave to other guests; None where the OS does not count it.
+    #: Share of the CPU time the machine's processes asked for that the hypervisor gave to other guests instead
+    #: (steal ÷ (busy + steal), over all CPUs); None where the OS does not count it.
     steal: float | None
     #: others_cpus ≥ max(BUSY_CPUS, BUSY_SHARE × cpus) or steal ≥ BUSY_STEAL, on at least BUSY_EVIDENCE CPU-seconds:
     #: the suite's times may be slow.
@@ -218,10 +219,16 @@ class CpuWatch:
         if seconds <= 0 or total1 <= total0:
             return
         own = sum(max(0.0, v - self._own0.get(pid, 0.0)) for pid, v in own1.items())
-        others = max(0.0, (busy1 - busy0) - own)
         stolen = steal1 - steal0 if steal1 is not None and steal0 is not None else None
-        cpus = psutil.cpu_count() or 1
-        busy = (others >= max(BUSY_EVIDENCE, max(BUSY_CPUS, BUSY_SHARE * cpus) * seconds)
-                or (stolen or 0.0) >= max(BUSY_EVIDENCE, BUSY_STEAL * (total1 - total0)))
-        self.contention = Contention(seconds=seconds, cpus=cpus, own_cpus=own / seconds, others_cpus=others / seconds,
-                                     steal=None if stolen is None else stolen / (total1 - total0), busy=busy)
+        self.contention = judge(seconds, psutil.cpu_count() or 1, own, busy1 - busy0, stolen)
+
+
+def judge(seconds: float, cpus: int, own: float, busy: float, stolen: float | None) -> Contention:
+    """The contention of a window of ``seconds`` on ``cpus`` CPUs, from CPU-seconds summed over them: this tree's
+    (``own``), everyone's (``busy``, this tree's included) and the hypervisor's (``stolen``, None if not counted)."""
+    others = max(0.0, busy - own)
+    wanted = busy + (stolen or 0.0)  # CPU time asked for: an idle CPU has nothing to be stolen
+    flag = (others >= max(BUSY_EVIDENCE, max(BUSY_CPUS, BUSY_SHARE * cpus) * seconds)
+            or (stolen or 0.0) >= max(BUSY_EVIDENCE, BUSY_STEAL * wanted))
+    return Contention(seconds=seconds, cpus=cpus, own_cpus=own / seconds, others_cpus=others / seconds,
+                      steal=None if stolen is None or wanted <= 0 else stolen / wanted, busy=flag)
