@@ -13,7 +13,7 @@ from smallbench import leaderboard as L
 from smallbench.results import scan_records
 
 COLUMNS = ["model", "weights", "backend", "config", "quant", L.SHAPE, "machine", L.TTFT, L.TPOT, L.DECODE,
-           L.THROUGHPUT, "best at", L.PEAK, L.ROOFLINE, L.BOUND, L.BOUND_KIND, L.ACC_AVG]
+           L.THROUGHPUT, "best at", L.PEAK, L.ROOFLINE, L.BOUND, L.BOUND_KIND, L.BUSY, L.ACC_AVG]
 
 
 def number(v: float | str) -> str:

@@ -54,7 +54,7 @@ TTFT, TTFT99, TPOT, DECODE, THROUGHPUT, PEAK, ROOFLINE, ENERGY = COLUMNS
 ACC_AVG = "accuracy avg (%)"
 #: The bandwidth the roofline column is a share of, and its kind: shares of different kinds do not compare.
 BOUND, BOUND_KIND = "roofline bound (GB/s)", "roofline bound"
-#: How many of a row's cells ran on a busy machine (smallbench.telemetry.Contention.busy).
+#: How many of a row's cells ran on a busy machine (smallbench.telemetry.Contention.busy); empty where none was watched.
 BUSY = "cells on a busy machine"
 #: Largest |Δ log-likelihood| of the parity probes against the same weights on Transformers (smallbench.parity).
 PARITY = "parity max |Δ loglik| vs transformers"
@@ -262,7 +262,8 @@ def build(records: Iterable[ResultRecord]) -> Board:
         row[ACC_AVG] = sum(fractions.values()) / len(fractions) if fractions else math.nan
         row[PARITY] = deltas.get(_weights_key(key[:-1]), math.nan)
         row["cells"], row["failed"] = len(recs), sum(r.status != "ok" for r in recs)
-        row[BUSY] = sum(bool(r.contention and r.contention.busy) for r in recs)
+        watched = [r.contention for r in recs if r.contention]  # records older than the watch: not watched
+        row[BUSY] = sum(c.busy for c in watched) if watched else math.nan
         row["updated"] = max(r.created_at for r in recs).strftime("%Y-%m-%d %H:%M")
         rows.append(row)
         by_row[i] = recs

@@ -137,6 +137,7 @@ def test_a_row_counts_its_cells_measured_on_a_busy_machine():
 
     rng = random.Random(7)
     recs = [record(s, "minicpm5-1b", "llama-cpp", "Q4_K_M", hardware(0), rng) for s in ("latency", "memory")]
+    assert math.isnan(_rows(*recs)[L.BUSY].iloc[0])  # records from before the watch: unknown, not 0
     recs[0].contention = Contention(seconds=9, cpus=2, own_cpus=1.9, others_cpus=0.9, steal=0.0, busy=True)
     assert _rows(*recs)[L.BUSY].tolist() == [1]
     recs[0].contention = recs[0].contention.model_copy(update={"busy": False})
