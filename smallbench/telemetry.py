@@ -18,13 +18,18 @@ import psutil
 from pydantic import BaseModel
 
 
-def tree_rss(root: psutil.Process, skip: frozenset[int] | set[int] = frozenset()) -> int:
-    """Resident set size of ``root`` plus every living descendant, in bytes; processes in ``skip`` left out."""
-    total = 0
+def tree(root: psutil.Process) -> list[psutil.Process]:
+    """``root`` and every living descendant."""
     procs = [root]
     with contextlib.suppress(psutil.Error):
         procs += root.children(recursive=True)
-    for p in procs:
+    return procs
+
+
+def tree_rss(root: psutil.Process, skip: frozenset[int] | set[int] = frozenset()) -> int:
+    """Resident set size of ``root`` plus every living descendant, in bytes; processes in ``skip`` left out."""
+    total = 0
+    for p in tree(root):
         if p.pid in skip:
             continue
         try:
@@ -176,10 +181,7 @@ class Contention(BaseModel):
 def tree_cpu_seconds(root: psutil.Process) -> dict[int, float]:
     """User + system CPU seconds of ``root`` (with its reaped children) and of every living descendant, by pid."""
     out = {}
-    procs = [root]
-    with contextlib.suppress(psutil.Error):
-        procs += root.children(recursive=True)
-    for p in procs:
+    for p in tree(root):
         try:
             t = p.cpu_times()
         except psutil.Error:
