@@ -107,10 +107,7 @@ class MemorySampler:
         rss = tree_rss(self.proc)
         if not self._nvml.available:
             return rss, None, None
-        pids = {self.proc.pid}
-        with contextlib.suppress(psutil.Error):
-            pids |= {c.pid for c in self.proc.children(recursive=True)}
-        proc_b, dev_b = self._nvml.used(pids)
+        proc_b, dev_b = self._nvml.used({p.pid for p in tree(self.proc)})
         return rss, proc_b, dev_b
 
     def _loop(self, t0: float) -> None:
