@@ -89,8 +89,10 @@ def resolve_weights(spec: LoadSpec) -> tuple[str, str | None]:
     local = Path(_local_copy(spec.source, spec.revision))
     if "quantization" in _read_config(local):
         raise SmallbenchError(f"'{spec.source}' is already quantized; --quant converts unquantized checkpoints only")
-    # keyed by the exact files: a Hub snapshot's path names its commit; a local folder's weights by size and time
-    stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(local.glob("*.safetensors"))]
+    # keyed by the exact files: a Hub snapshot's path names its commit; a local folder's weights and config (an
+    # edited config.json converts anew) by size and time
+    files = [*sorted(local.glob("*.safetensors")), local / "config.json"]
+    stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
     key = hashlib.sha256(f"{local.resolve()}|{stamp}".encode()).hexdigest()[:16]
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.source.strip("/").split("/")[-1])
     return str(ensure_converted(local, quant, key, name, spec.trust_remote_code)), quant

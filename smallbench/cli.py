@@ -41,7 +41,7 @@ def _ints(value: str | None, option: str) -> list[int] | None:
     if value is None:
         return None
     try:
-        out = [int(v) for v in _split(value)]
+        out = [int(v) for v in value.split(",")]  # an empty item ("1,,2", "1,") is an error, not nothing
     except ValueError:
         raise SmallbenchError(f"{option} takes comma-separated integers, got '{value}'") from None
     if not out or min(out) < 1:
@@ -56,6 +56,8 @@ def run(
     suite: Annotated[str, typer.Option("--suite", "-s", help="Suite(s), comma list.")] = "latency,throughput,memory",
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for result records.")] = Path("results"),
     force: Annotated[bool, typer.Option(help="Re-run cells that already have a successful record.")] = False,
+    rerun_busy: Annotated[bool, typer.Option(help="Re-run the cells whose record says the machine was busy while "
+                                                  "they ran (the others are reused).")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds a suite may take (the first of a group: with the load) "
                                                 "before its process is killed.")] = 1800.0,
     executor: Annotated[str, typer.Option(help="local: a child process per group, with --timeout | inline: in this "
@@ -186,7 +188,7 @@ def run(
     if executor == "ray":
         runner_executor.connect()  # a cluster that cannot be reached is one line, before any progress bar
     if dry_run:
-        wide_console().print(plan_table(cells, runner_executor, isolate, force))
+        wide_console().print(plan_table(cells, runner_executor, isolate, force, rerun_busy))
         return
 
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
@@ -205,7 +207,7 @@ def run(
 
         try:
             records = runner.execute(cells, timeout, force, hardware, software, on_start, on_done,
-                                     executor=runner_executor, isolate=isolate)
+                                     executor=runner_executor, isolate=isolate, rerun_busy=rerun_busy)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (runner.Interrupted): the cell was stopped and recorded
             sig = exc.signal if isinstance(exc, runner.Interrupted) else signal.SIGINT
             raise Stopped(sig.name, sig.value) from None
@@ -228,7 +230,7 @@ plan.__signature__ = _run_signature.replace(  # run's options, less --dry-run
 app.command("plan")(plan)
 
 
-def plan_table(cells, executor, isolate: str, force: bool) -> Table:
+def plan_table(cells, executor, isolate: str, force: bool, rerun_busy: bool = False) -> Table:
     """The dry run: every cell, its group, whether it would run or be reused, and (ray) whether the cluster can
     place it."""
     from smallbench import runner
@@ -243,7 +245,7 @@ def plan_table(cells, executor, isolate: str, force: bool) -> Table:
                                                                    nodes) or "placeable")
         for i in idx:
             c = cells[i]
-            state = "reuse" if not force and runner.finished(c) is not None else "run"
+            state = "reuse" if not force and runner.finished(c, rerun_busy) is not None else "run"
             model = c.spec.model.id + (f" [{c.spec.model.quant}]" if c.spec.model.quant else "")
             table.add_row(str(n), Text(model), c.spec.backend, c.spec.suite, c.spec.cell_id, state, Text(where))
     return table
@@ -293,7 +295,7 @@ def busy_warnings(records) -> list[str]:
                      if (c.steal or 0) >= 0.005 else "")
             out.append(f"{r.model.id} · {r.backend.name} · {r.suite}: the machine was busy while it ran (other "
                        f"processes took {c.others_cpus:.2f} of {c.cpus} CPUs{steal}); its times may be slower than "
-                       f"this machine's: run it again when the machine is quiet (--force)")
+                       f"this machine's: run it again when the machine is quiet (--rerun-busy)")
     return out
 
 

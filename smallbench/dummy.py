@@ -14,6 +14,7 @@ backend that way, on the same code path as the full-size model.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -135,7 +136,7 @@ SMALL = dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head
 def scale_down(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with small dimensions and few layers, keeping its model type, its kinds of layers (in their
     first order of appearance), GQA, sliding windows, Mamba blocks and experts."""
-    c = {k: v for k, v in config.items() if k not in ("auto_map",)}
+    c = copy.deepcopy({k: v for k, v in config.items() if k not in ("auto_map",)})  # never the catalogue's own
     for key, value in SMALL.items():
         if key in c or key in ("head_dim", "num_key_value_heads"):
             c[key] = value
@@ -144,6 +145,8 @@ def scale_down(config: dict[str, Any]) -> dict[str, Any]:
         c["hidden_size"] = SMALL["head_dim"] * SMALL["num_attention_heads"]
     if config.get("num_key_value_heads") == 1:
         c["num_key_value_heads"] = 1  # multi-query stays multi-query
+    if config.get("query_pre_attn_scalar") and config["query_pre_attn_scalar"] == config.get("head_dim"):
+        c["query_pre_attn_scalar"] = c["head_dim"]  # Gemma: attention scaled by the head dim, scaled or not
     if "hybrid_override_pattern" in c:  # Nemotron-H: one block of each kind, Mamba first
         pattern = "".join(dict.fromkeys(config["hybrid_override_pattern"]))
         c.update(hybrid_override_pattern=pattern, num_hidden_layers=len(pattern), mamba_num_heads=4,
@@ -152,13 +155,15 @@ def scale_down(config: dict[str, Any]) -> dict[str, Any]:
         types = config.get("layer_types")
         # up to and including the first layer of the last kind to appear (e.g. 3 sliding + 1 full)
         n = max(types.index(t) for t in set(types)) + 1 if types else 2
+        nope = config.get("no_rope_layers")  # SmolLM3: 0 marks a layer without RoPE
+        if nope and 0 in nope:
+            n = max(n, nope.index(0) + 1)
         c["num_hidden_layers"] = max(n, 2)
-        if types:
-            c["layer_types"] = types[: c["num_hidden_layers"]]
-        if config.get("mlp_layer_types"):
-            c["mlp_layer_types"] = config["mlp_layer_types"][: c["num_hidden_layers"]]
-    if c.get("sliding_window"):
-        c["sliding_window"] = 64
+        for key in ("layer_types", "mlp_layer_types", "no_rope_layers"):
+            if config.get(key):
+                c[key] = config[key][: c["num_hidden_layers"]]
+    if c.get("sliding_window") and c["sliding_window"] < config.get("max_position_embeddings", float("inf")):
+        c["sliding_window"] = 64  # a window wider than the context (Phi-4-mini's) stays inert
     c.update(bos_token_id=0, eos_token_id=1, pad_token_id=None)  # the built-in tokenizer's, inside the vocabulary
     for key in ("num_local_experts", "num_experts", "n_routed_experts"):
         if c.get(key):
@@ -168,4 +173,22 @@ def scale_down(config: dict[str, Any]) -> dict[str, Any]:
     for key in ("moe_intermediate_size", "moe_shared_expert_intermediate_size", "shared_expert_intermediate_size"):
         if c.get(key):
             c[key] = 64
+    _scale_rope_factors(c)
     return c
+
+
+def _scale_rope_factors(c: dict[str, Any]) -> None:
+    """LongRoPE's per-frequency factors (Phi) come one per rotary pair: resample them, evenly across the list,
+    to the scaled head's number of pairs."""
+    head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+    for key in ("rope_scaling", "rope_parameters"):
+        rope = c.get(key)
+        if not isinstance(rope, dict):
+            continue
+        rotary = rope.get("partial_rotary_factor", c.get("partial_rotary_factor", 1.0))
+        pairs = int(head_dim * rotary) // 2
+        for name in ("long_factor", "short_factor"):
+            factors = rope.get(name)
+            if isinstance(factors, list) and len(factors) > pairs > 1:
+                step = (len(factors) - 1) / (pairs - 1)
+                rope[name] = [factors[round(i * step)] for i in range(pairs)]

@@ -11,19 +11,22 @@ Three adjustments, all narrow:
 - the converter names a BPE tokenizer's pre-tokenizer by hashing its output on a fixed text and refuses
   tokenizers it has not seen. The dummy models carry smallbench's built-in tokenizer, a GPT-2-style byte-level
   BPE, so for a folder holding exactly that tokenizer (checked by sha256) the pre-tokenizer is given as
-  ``gpt-2``. Every other tokenizer goes through the converter's check unchanged;
+  ``gpt-2`` (and Phi-3's converter, which wants SentencePiece unless the tokenizer config names GPT-2's class,
+  takes it as the GPT-2 vocabulary it is). Every other tokenizer goes through the converter's checks unchanged;
 - the converter asks transformers to trust remote code in several places; it is held to the user's
   ``--trust-remote-code`` (smallbench never turns it on by itself);
 - the converter reads a config through transformers, which rewrites Nemotron-H's: transformers 5's
   ``NemotronHConfig`` fills in expert settings (the converter then takes a dense model for a mixture of
   experts) and turns ``hybrid_override_pattern`` into a list of layer names whose MLP entries the converter
   does not recognise. A dense Nemotron-H (Nemotron 3 Nano 4B) then converts to a file llama.cpp cannot load.
-  For ``nemotron_h`` the pattern is passed as config.json writes it, and expert settings config.json does not
-  have are dropped.
+  For ``nemotron_h`` the pattern is passed as config.json writes it (a config that transformers 5 wrote, with
+  only ``layers_block_type``, has it spelled back as the pattern's letters), and expert settings config.json does
+  not have are dropped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -119,23 +122,37 @@ def resolve_as_the_user_said(trust_remote_code, *args, **kwargs):  # the convert
 for module in (dynamic, auto_factory, configuration_auto, tokenization_auto):
     module.resolve_trust_remote_code = resolve_as_the_user_said
 from conversion import base
+def builtin_tokenizer(model):
+    tok = pathlib.Path(model.dir_model) / "tokenizer.json"
+    return tok.is_file() and hashlib.sha256(tok.read_bytes()).hexdigest() == builtin_sha
 original = base.TextModel.get_vocab_base_pre
 def get_vocab_base_pre(self, tokenizer):
-    tok = pathlib.Path(self.dir_model) / "tokenizer.json"
-    if tok.is_file() and hashlib.sha256(tok.read_bytes()).hexdigest() == builtin_sha:
-        return "gpt-2"
-    return original(self, tokenizer)
+    return "gpt-2" if builtin_tokenizer(self) else original(self, tokenizer)
 base.TextModel.get_vocab_base_pre = get_vocab_base_pre
+try:
+    from conversion import phi
+except ImportError:
+    phi = None
+if phi is not None:  # Phi-3's vocab is SentencePiece unless tokenizer_config.json names GPT2Tokenizer
+    phi_vocab = phi.Phi3MiniModel.set_vocab
+    def phi_set_vocab(self):
+        return self._set_vocab_gpt2() if builtin_tokenizer(self) else phi_vocab(self)
+    phi.Phi3MiniModel.set_vocab = phi_set_vocab
 load_hparams = base.ModelBase.load_hparams
 _MOE_KEYS = {"n_group", "topk_group", "routed_scaling_factor", "norm_topk_prob"}
+from smallbench.sizing import NEMOTRON_LETTERS as _LETTERS
 def load_hparams_as_written(dir_model, is_mistral_format):
     hparams = load_hparams(dir_model, is_mistral_format)
     written = pathlib.Path(dir_model) / "config.json"
     raw = json.loads(written.read_text()) if written.is_file() else {}
     if raw.get("model_type") != "nemotron_h":
         return hparams
-    if "hybrid_override_pattern" in raw:  # the pattern as written, not transformers' list of layer-type names
-        hparams["hybrid_override_pattern"] = raw["hybrid_override_pattern"]
+    pattern = raw.get("hybrid_override_pattern")  # the pattern as written, not transformers' list of layer names
+    names = raw.get("layers_block_type")
+    if pattern is None and isinstance(names, list) and all(t in _LETTERS for t in names):  # transformers 5 wrote it
+        pattern = "".join(_LETTERS[t] for t in names)
+    if pattern is not None:
+        hparams["hybrid_override_pattern"] = pattern
     if "num_experts_per_tok" not in raw:
         for key in [k for k in hparams if k not in raw and ("expert" in k or k.startswith("moe_") or k in _MOE_KEYS)]:
             del hparams[key]  # defaults transformers added: this is not a mixture of experts
@@ -174,7 +191,14 @@ def ensure_gguf(hf_dir: Path, weights_id: str, quant: str, trust_remote_code: bo
 
     # other types are quantized from the checkpoint's own precision, as llama.cpp's instructions do
     base = quant.upper() if quant.upper() in CONVERTER_TYPES else checkpoint_type(hf_dir)
-    key = f"{weights_id[:16]}-llama-cpp-python-{installed_version()}"
+    # the GGUF holds the config's settings and the tokenizer too: the same weights beside another config.json
+    # (another RoPE, another layer pattern: seeded dummies of one shape share their weights) convert anew, as
+    # they do when smallbench's adjustments around the converter (_RUNNER) change
+    described = hashlib.sha256(_RUNNER.encode())
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model"):
+        if (hf_dir / name).is_file():
+            described.update(name.encode() + b"\0" + (hf_dir / name).read_bytes())
+    key = f"{weights_id[:16]}-{described.hexdigest()[:8]}-llama-cpp-python-{installed_version()}"
     return cached_gguf(key, hf_dir.name, quant, base, lambda tmp: convert(hf_dir, tmp, base, trust_remote_code))
 
 

@@ -108,10 +108,12 @@ def _takes_quant(backend: str) -> bool:
     return get_backend_class(backend).takes_quant
 
 
-def finished(cell: Cell) -> ResultRecord | None:
-    """The cell's existing successful record, if any."""
+def finished(cell: Cell, rerun_busy: bool = False) -> ResultRecord | None:
+    """The cell's existing successful record, if any (with ``rerun_busy``, not one that ran on a busy machine)."""
     rec = _existing(cell.path)
-    return rec if rec is not None and rec.status == "ok" else None
+    if rec is None or rec.status != "ok":
+        return None
+    return None if rerun_busy and rec.contention is not None and rec.contention.busy else rec
 
 
 def _existing(path: Path) -> ResultRecord | None:
@@ -143,9 +145,11 @@ def execute(
     cells: list[Cell], timeout: float, force: bool, hardware: HardwareInfo, software: dict[str, str],
     on_start: Callable[[Cell], None] | None = None, on_done: Callable[[Cell, ResultRecord, bool], None] | None = None,
     on_wait: Callable[[Cell], None] | None = None, executor: Executor | None = None, isolate: str = "group",
+    rerun_busy: bool = False,
 ) -> list[ResultRecord]:
     """Run the cells group by group (:func:`groups`) through ``executor`` (default: a local child process per
-    group); returns one record per cell (reused ones included), in the cells' order.
+    group); returns one record per cell (reused ones included), in the cells' order. ``force`` re-runs cells that
+    have a successful record, ``rerun_busy`` those whose record was flagged busy (``Contention.busy``).
 
     A cell runs under its lock (``.locks/`` in the results folder; the OS drops it when its holder dies), so two
     runs on one folder never run the same cell at once: a cell another live run holds is put off to the end, then
@@ -167,7 +171,7 @@ def execute(
         """The group of these cells that have no good record yet (all of them unless ``check``)."""
         todo = []
         for i in idx:
-            prior = finished(cells[i]) if check else None
+            prior = finished(cells[i], rerun_busy) if check else None
             if prior is None:
                 todo.append(i)
             else:

@@ -100,8 +100,8 @@ class Arch:
 #: Block letters of Nemotron-H's ``hybrid_override_pattern``.
 _NEMOTRON_BLOCKS = {"M": Layer("mamba", "none"), "*": Layer("attention", "none"), "-": Layer("none", "dense"),
                     "E": Layer("none", "moe")}
-#: transformers 5's spelling of the same pattern (``layers_block_type``)
-_NEMOTRON_NAMES = {"mamba": "M", "linear_attention": "M", "attention": "*", "full_attention": "*", "mlp": "-",
+#: transformers 5's spelling of the same pattern (``layers_block_type``), name -> letter (llama_convert's too)
+NEMOTRON_LETTERS = {"mamba": "M", "linear_attention": "M", "attention": "*", "full_attention": "*", "mlp": "-",
                    "moe": "E"}
 #: ``layer_types`` spellings of a sliding-window attention layer.
 _SLIDING = {"sliding_attention", "sliding", "local", "chunked_attention"}
@@ -137,7 +137,7 @@ def arch(config: dict[str, Any]) -> Arch:
             intermediate=n("intermediate_size", 0), tied=bool(c.get("tie_word_embeddings", False)),
         )
         if mt == "nemotron_h":
-            pattern = c.get("hybrid_override_pattern") or "".join(_NEMOTRON_NAMES[t] for t in c["layers_block_type"])
+            pattern = c.get("hybrid_override_pattern") or "".join(NEMOTRON_LETTERS[t] for t in c["layers_block_type"])
             moe = "E" in pattern
             return Arch(
                 layers=tuple(_NEMOTRON_BLOCKS[ch] for ch in pattern), gated_mlp=False,

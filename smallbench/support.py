@@ -18,17 +18,19 @@ MATRIX: dict[str, dict[str, str]] = {
     "llama": _ALL_OK,
     "qwen3": _ALL_OK,
     "cohere2": _ALL_OK,
-    "mellum": {**_ALL_OK, "llama-cpp": "ok*: log-likelihoods differ from Transformers' when sliding-window layers "
-                                      "have their own RoPE base, as Mellum's config gives them; equal when it is "
-                                      "shared"},
+    "mellum": _ALL_OK,
     "nemotron_h": _ALL_OK,
     "nemotron_h (MoE)": {**_ALL_OK, "vllm": "no: is_act_and_mul=False is supported only for CUDA, XPU and ROCm"},
+    "gemma3_text": _ALL_OK,
+    "smollm3": _ALL_OK,
+    "phi3": _ALL_OK,
 }
 
 #: the catalogue entry each architecture is tested through (scaled down)
 TESTED_WITH: dict[str, str] = {
     "llama": "minicpm5-1b", "qwen3": "qwen3-0.6b", "cohere2": "tiny-aya-global", "mellum": "mellum2-12b-a2.5b",
     "nemotron_h": "nemotron-3-nano-4b", "nemotron_h (MoE)": "nemotron-3-nano-30b-a3b",
+    "gemma3_text": "gemma-3-1b", "smollm3": "smollm3-3b", "phi3": "phi-4-mini",
 }
 
 

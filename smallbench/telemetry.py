@@ -162,13 +162,14 @@ class Contention(BaseModel):
     """What else the machine did while a suite ran (see docs/metrics.md, "A busy machine")."""
 
     seconds: float
+    #: CPUs the suite's processes may run on: the machine's, unless they were pinned (taskset, a container's cpuset)
     cpus: int
     #: CPU-seconds of this process tree (the engine's processes included) per second of the suite.
     own_cpus: float
-    #: CPU-seconds of every other process on the machine per second of the suite.
+    #: CPU-seconds of every other process on those CPUs per second of the suite.
     others_cpus: float
     #: Share of the CPU time the machine's processes asked for that the hypervisor gave to other guests instead
-    #: (steal ÷ (busy + steal), over all CPUs); None where the OS does not count it.
+    #: (steal ÷ (busy + steal), over those CPUs); None where the OS does not count it.
     steal: float | None
     #: others_cpus ≥ max(BUSY_CPUS, BUSY_SHARE × cpus) or steal ≥ BUSY_STEAL, on at least BUSY_EVIDENCE CPU-seconds:
     #: the suite's times may be slow.
@@ -194,14 +195,22 @@ class CpuWatch:
     def __init__(self, pid: int | None = None) -> None:
         self.proc = psutil.Process(pid or os.getpid())
         self.contention: Contention | None = None
+        n = len(psutil.cpu_times(percpu=True))
+        try:  # the CPUs the tree may run on: all of them, unless pinned (taskset, a container's cpuset)
+            allowed = [i for i in self.proc.cpu_affinity() if i < n] or list(range(n))
+        except (AttributeError, psutil.Error):  # macOS has no affinity
+            allowed = list(range(n))
+        self.cpus = allowed
 
-    @staticmethod
-    def _system() -> tuple[float, float, float | None]:
-        """(total, busy, steal) CPU seconds summed over all CPUs since boot; steal None where not counted."""
-        t = psutil.cpu_times()
-        steal = getattr(t, "steal", None)
-        idle = t.idle + getattr(t, "iowait", 0.0)
-        total = sum(getattr(t, f) for f in t._fields if f not in ("guest", "guest_nice"))  # guest is inside user
+    def _system(self) -> tuple[float, float, float | None]:
+        """(total, busy, steal) CPU seconds since boot, summed over the CPUs the tree may run on (work pinned to
+        other CPUs takes none of their time); steal None where not counted."""
+        per = psutil.cpu_times(percpu=True)
+        times = [per[i] for i in self.cpus if i < len(per)]
+        steal = sum(t.steal for t in times) if hasattr(times[0], "steal") else None
+        idle = sum(t.idle + getattr(t, "iowait", 0.0) for t in times)
+        # guest time is inside user time already
+        total = sum(getattr(t, f) for t in times for f in t._fields if f not in ("guest", "guest_nice"))
         return total, total - idle - (steal or 0.0), steal
 
     def __enter__(self) -> CpuWatch:
@@ -219,7 +228,7 @@ class CpuWatch:
             return
         own = sum(max(0.0, v - self._own0.get(pid, 0.0)) for pid, v in own1.items())
         stolen = steal1 - steal0 if steal1 is not None and steal0 is not None else None
-        self.contention = judge(seconds, psutil.cpu_count() or 1, own, busy1 - busy0, stolen)
+        self.contention = judge(seconds, len(self.cpus), own, busy1 - busy0, stolen)
 
 
 def judge(seconds: float, cpus: int, own: float, busy: float, stolen: float | None) -> Contention:

@@ -1,4 +1,5 @@
-"""Every sponsor architecture, scaled down, through every backend (the README's support matrix).
+"""Every catalogued architecture (the sponsors' and the references'; not MiniCPM4.1's, which is the repo's own
+code), scaled down, through every backend (the README's support matrix).
 
 Each architecture is the catalogue entry's embedded config with small dimensions (``dummy.scale_down``: same
 model type, same kinds of layers, a few of each), written once as a random float32 checkpoint. Every backend
@@ -143,3 +144,51 @@ def test_converter_runs_no_repo_code_without_the_flag(tmp_path):
     llama_convert.convert(repo, tmp_path / "out.gguf", "F32")
     assert (tmp_path / "out.gguf").stat().st_size > 0
     assert not marker.exists()
+
+
+def test_nemotron_h_as_transformers_5_writes_its_config(tmp_path):
+    """A Nemotron-H checkpoint saved by transformers 5 (a fine-tune, or the Hub's newer files) names its blocks in
+    ``layers_block_type`` and has no ``hybrid_override_pattern``: llama.cpp's converter takes such a list's MLP
+    entries for nothing, so without the shim's spelling-back the dense model converts to a file llama.cpp cannot
+    load. Converted, it loads and agrees with Transformers."""
+    require("transformers", "transformers")
+    require("llama_cpp", "llama-cpp")
+    import json
+    import shutil
+
+    src = scaled_checkpoint("nemotron_h")
+    path = tmp_path / "saved-by-transformers-5"
+    shutil.copytree(src, path)
+    config = json.loads((path / "config.json").read_text())
+    names = {"M": "mamba", "*": "attention", "-": "mlp"}
+    config["layers_block_type"] = [names[b] for b in config.pop("hybrid_override_pattern")]
+    (path / "config.json").write_text(json.dumps(config))
+    expected, _, _ = _run("transformers", path)
+    lls, n, _ = _run("llama-cpp", path)
+    assert n == 6
+    assert all(abs(a - b) <= TOLERANCE for a, b in zip(lls, expected, strict=True)), (lls, expected)
+
+
+def test_the_same_weights_beside_another_config_convert_anew(tmp_path):
+    """A GGUF carries the config's settings: seeded dummies of one shape have the same weights, and a local
+    checkpoint's config.json can be edited, so the converted file is cached by weights and config together."""
+    require("llama_cpp", "llama-cpp")
+    import json
+    import shutil
+
+    import gguf
+
+    from smallbench.backends.llama_cpp import resolve_gguf
+
+    src = scaled_checkpoint("llama")
+    edited = tmp_path / "edited"
+    shutil.copytree(src, edited)
+    config = json.loads((edited / "config.json").read_text())
+    config["rope_parameters"]["rope_theta"] *= 2
+    (edited / "config.json").write_text(json.dumps(config))
+    bases = []
+    for path in (src, edited):
+        spec = LoadSpec(model_id="scaled", source=str(path), dtype="float32", device="cpu")
+        field = gguf.GGUFReader(str(resolve_gguf(spec, "F32"))).fields["llama.rope.freq_base"]
+        bases.append(float(field.parts[field.data[0]][0]))
+    assert bases[1] == 2 * bases[0], bases

@@ -19,6 +19,7 @@ RUN = [
     (["--preset", "pp1/tg1"], ["pp1/tg1", "pp512/tg128"]),
     (["--batch-sizes", "1,x"], ["--batch-sizes"]),
     (["--batch-sizes", "0"], ["--batch-sizes"]),
+    (["--batch-sizes", "1,,2"], ["--batch-sizes", "1,,2"]),  # an empty item is not skipped
     (["--prompt-tokens", "-5"], ["--prompt-tokens"]),
     (["--prompt-tokens", "0", "--suite", "throughput"], ["--prompt-tokens"]),
     (["--gen-tokens", "0", "--suite", "latency"], ["--gen-tokens"]),

@@ -146,10 +146,17 @@ def test_a_suite_that_ran_beside_other_work_is_flagged_busy(main_run, tmp_path):
     assert warning in res.stderr.replace("\n", " ")
     assert load_results(tmp_path / "results")["busy_flag"].all()
     report = run_cli("report", "results", cwd=tmp_path)
-    assert warning in report.stderr.replace("\n", " ") and "--force" in report.stderr
+    assert warning in report.stderr.replace("\n", " ") and "--rerun-busy" in report.stderr
     against = run_cli("compare", str(cwd / "results"), "results", cwd=tmp_path)  # a warning per busy cell compared
     busy = 1 + int(quiet.query("suite == 'latency'")["busy_flag"].iloc[0])  # the main run's: quiet, bar steal
     assert against.returncode == 0 and against.stderr.replace("\n", " ").count("was busy") == busy, against.stderr
+    # --rerun-busy runs the busy cell again and nothing else; a plain run reuses it
+    states = {flag: run_cli("plan", "--suite", "latency", *SMALL, *flag, cwd=tmp_path).stdout
+              for flag in ((), ("--rerun-busy",))}
+    assert " reuse " in states[()] and " run " in states[("--rerun-busy",)], states
+    again = run_cli("run", "--suite", "latency", *SMALL, "--rerun-busy", cwd=tmp_path)
+    assert again.returncode == 0 and "reused" not in again.stderr, again.stderr
+    assert json.loads(next((tmp_path / "results").glob("*__latency__*.json")).read_text())["run_id"] != rec["run_id"]
 
 
 def test_leaderboard_app_shows_what_the_main_job_left(main_run):

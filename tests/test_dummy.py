@@ -6,6 +6,8 @@ processes as they were before the model loaded (docs/metrics.md)."""
 
 from __future__ import annotations
 
+import json
+
 from smallbench.results import read_records
 from tests.conftest import require, run_cli
 
@@ -61,3 +63,13 @@ def test_fit_matches_what_llama_cpp_allocates_for_the_builtin_model(tmp_path):
     (rec,) = read_records(out)
     m = {x.name: x.value for x in rec.metrics}
     assert abs(m["engine_prediction_error_pct"]) <= 10, (m, rec.extra.get("prediction"))
+
+
+def test_scaling_down_leaves_the_catalogue_as_it_was():
+    """scale_down works on a copy: the catalogue entry's nested settings (Phi's LongRoPE factors) stay whole."""
+    from smallbench import dummy, models
+
+    config = models.entry("phi-4-mini").config
+    before = json.dumps(config, sort_keys=True)
+    dummy.scale_down(config)
+    assert json.dumps(config, sort_keys=True) == before

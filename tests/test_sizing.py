@@ -206,7 +206,7 @@ def test_list_models_shows_the_catalogue(tmp_path):
     assert r.returncode == 0
     for name in SPONSORS:
         assert name in r.stdout
-    assert "CC-BY-NC-4.0" in r.stdout and "31.60B" in r.stdout and "needs flag" in r.stdout
+    assert "CC-BY-NC-4.0" in r.stdout and "31.58B" in r.stdout and "needs flag" in r.stdout
 
 
 def test_dummy_folder_is_offline_and_cached():

@@ -1,5 +1,6 @@
 """What else the machine did while a suite ran: real processes spinning beside the watched one, or inside its tree."""
 
+import os
 import time
 
 import pytest
@@ -45,3 +46,25 @@ def test_steal_is_a_share_of_the_cpu_time_asked_for():
     assert judge(0.05, 2, own=0.05, busy=0.06, stolen=0.01).busy is False  # one tick: not enough to judge
     assert judge(10.0, 64, own=10.0, busy=50.0, stolen=None).busy  # others took 4 of 64 CPUs
     assert not judge(10.0, 64, own=10.0, busy=25.0, stolen=None).busy  # 1.5 of 64: under 5 % of the machine
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux CPU affinity and two CPUs")
+def test_a_pinned_run_counts_only_the_cpus_it_may_use():
+    """A run pinned to one CPU (taskset, a container's cpuset) is not slowed by work pinned to another CPU: that
+    work is not counted as others'; the same work on its own CPU is."""
+    first, second = sorted(os.sched_getaffinity(0))[:2]
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {first})
+    try:
+        for where, busy in ((second, False), (first, True)):
+            with spinner() as pid:
+                os.sched_setaffinity(pid, {where})
+                with CpuWatch() as watch:
+                    time.sleep(1.5)
+            c = watch.contention
+            assert c.cpus == 1
+            assert (c.others_cpus > 0.6) is busy, (where, c)
+            assert c.busy if busy else (not c.busy or c.steal >= 0.05), (where, c)  # steal alone may flag a VM
+    finally:
+        os.sched_setaffinity(0, before)
