@@ -131,6 +131,8 @@ def write_checkpoint(folder: str, out: str, dtype: str, seed: int) -> None:
 #: attention needs a head dim of 32, 64, 80...).
 SMALL = dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=32, intermediate_size=256,
              vocab_size=2048, max_position_embeddings=2048)
+#: ... and of its Mamba-2 blocks (Nemotron-H)
+SMALL_MAMBA = dict(mamba_num_heads=4, mamba_head_dim=32, n_groups=2, ssm_state_size=16, chunk_size=64)
 
 
 def scale_down(config: dict[str, Any]) -> dict[str, Any]:
@@ -149,8 +151,10 @@ def scale_down(config: dict[str, Any]) -> dict[str, Any]:
         c["query_pre_attn_scalar"] = c["head_dim"]  # Gemma: attention scaled by the head dim, scaled or not
     if "hybrid_override_pattern" in c:  # Nemotron-H: one block of each kind, Mamba first
         pattern = "".join(dict.fromkeys(config["hybrid_override_pattern"]))
-        c.update(hybrid_override_pattern=pattern, num_hidden_layers=len(pattern), mamba_num_heads=4,
-                 mamba_head_dim=32, n_groups=2, ssm_state_size=16, chunk_size=64)
+        c.update(hybrid_override_pattern=pattern, num_hidden_layers=len(pattern), **SMALL_MAMBA)
+    elif isinstance(config.get("layers_block_type"), list):  # the same, as transformers 5 writes it: block names
+        names = list(dict.fromkeys(config["layers_block_type"]))
+        c.update(layers_block_type=names, num_hidden_layers=len(names), **SMALL_MAMBA)
     elif "num_hidden_layers" in c:
         types = config.get("layer_types")
         # up to and including the first layer of the last kind to appear (e.g. 3 sliding + 1 full)

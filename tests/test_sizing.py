@@ -54,6 +54,22 @@ def test_param_count_matches_the_architecture_code(name, scaled):
         assert n.active == n.total
 
 
+@pytest.mark.parametrize("name", ["nemotron-3-nano-4b", "nemotron-3-nano-30b-a3b"])
+def test_nemotron_h_block_names_scale_down_as_the_pattern_does(name):
+    """transformers 5 writes Nemotron-H's blocks as ``layers_block_type`` names, not the pattern's letters: the
+    config reads (and scales down) to the same architecture either way."""
+    config = models.entry(name).config
+    letters = {letter: block for block, letter in sizing.NEMOTRON_LETTERS.items() if block in ("mamba", "attention",
+                                                                                                 "mlp", "moe")}
+    named = {k: v for k, v in config.items() if k != "hybrid_override_pattern"}
+    named["layers_block_type"] = [letters[ch] for ch in config["hybrid_override_pattern"]]
+    assert sizing.arch(named) == sizing.arch(config)
+    small = dummy.scale_down(named)
+    assert small["num_hidden_layers"] == len(small["layers_block_type"]) < config["num_hidden_layers"]
+    assert sizing.arch(small) == sizing.arch(dummy.scale_down(config))
+    assert meta_count(small) == meta_count(dummy.scale_down(config))
+
+
 def test_catalogue_counts_within_half_a_percent():
     for e in models.catalogue().values():
         c = sizing.compliance(e.config, e.params_total)
