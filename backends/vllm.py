@@ -27,6 +27,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from smallbench import sizing
 from smallbench.backends.base import (
     Backend,
@@ -172,8 +174,11 @@ class _VLLMBase(HFTokenizerMixin, Backend):
         self._extra_flags: dict[str, Any] = {}
 
     def import_library(self) -> None:
-        import transformers  # noqa: F401
-        import vllm  # noqa: F401
+        """What ``_prepare`` uses (the config, tokenizer and meta-model machinery of transformers: about 150 MB
+        of modules beyond ``import transformers``), so that load memory is the model's, not these imports'."""
+        import torch  # noqa: F401
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+        from vllm.platforms import current_platform  # noqa: F401
 
     @classmethod
     def check_model(cls, model_id: str, config: dict[str, Any], device: str) -> None:
@@ -281,6 +286,28 @@ class _VLLMBase(HFTokenizerMixin, Backend):
             config=_text_config(config).to_dict(),
         )
 
+    def _engine_memory(self, root: psutil.Process) -> tuple[int | None, int | None]:
+        """The workers' packed weight copies, and the RSS vLLM's own processes held before the model loaded: each
+        worker's at its start (reported from inside it), and that of the other processes in vLLM's tree under
+        ``root`` (an engine core that holds no model, the server's front-end), read now. A worker in this process
+        is left to the pre-load baseline."""
+        from smallbench.telemetry import tree_rss
+
+        try:
+            reports = self._worker_reports()
+        except Exception as exc:  # the memory suite then measures over this process's baseline alone
+            print(f"smallbench: vLLM's workers did not report their memory: {one_line(exc)}", file=sys.stderr)
+            return None, None
+        me = os.getpid()
+        starts = [r["start_rss"] for r in reports if r["pid"] != me]
+        others = tree_rss(root, skip={me, *(r["pid"] for r in reports)})
+        runtime = None if None in starts else sum(starts) + others
+        return sum(r["weight_copies"] for r in reports), runtime
+
+    def _worker_reports(self) -> list[dict[str, Any]]:
+        """Each worker's ``MemoryReport.smallbench_memory()``."""
+        raise NotImplementedError
+
     def _with_kv(self, info: LoadedModelInfo, blocks: int | None, block_size: int | None) -> LoadedModelInfo:
         if blocks and block_size:
             self._kv_tokens = blocks * block_size
@@ -313,8 +340,9 @@ class _VLLMBase(HFTokenizerMixin, Backend):
                            flags=flags)
 
 
-#: Mixed into vLLM's worker to report its memory (backends/vllm_worker.py).
+#: Mixed into vLLM's worker to report its memory, and the server's route to that report (backends/vllm_worker.py).
 _WORKER_REPORT = "smallbench.backends.vllm_worker.MemoryReport"
+_MEMORY_ROUTE = "smallbench.backends.vllm_worker.MemoryRoute"
 
 _CAPABILITIES = Capabilities(streaming=True, batching=True, logprobs=True, server_mode=False, dummy_weights=True,
                              quant_formats=["float32", "float16", "bfloat16"], devices=["cpu", "cuda"])
@@ -406,27 +434,11 @@ class VLLMBackend(_VLLMBase):
                 raise SmallbenchError(f"vLLM {vllm.__version__} ({self.device}) cannot run "
                                       f"{_architecture(info.config)}: {cause}") from exc
         cache = self.llm.llm_engine.vllm_config.cache_config
-        info.weight_copies_bytes, info.engine_runtime_bytes = self._engine_memory()
+        info.weight_copies_bytes, info.engine_runtime_bytes = self._engine_memory(psutil.Process())
         return self._with_kv(info, cache.num_gpu_blocks, cache.block_size)
 
-    def _engine_memory(self) -> tuple[int | None, int | None]:
-        """The workers' packed weight copies, and the RSS vLLM's own processes held before the model loaded:
-        each worker's at its start (reported from inside it), and all of the engine core's, which holds no
-        model. A worker in this process is left to the pre-load baseline."""
-        import psutil
-
-        from smallbench.telemetry import tree_rss
-
-        try:
-            reports = self.llm.collective_rpc("smallbench_memory")
-        except Exception as exc:  # the memory suite then measures over this process's baseline alone
-            print(f"smallbench: vLLM's workers did not report their memory: {one_line(exc)}", file=sys.stderr)
-            return None, None
-        me = os.getpid()
-        starts = [r["start_rss"] for r in reports if r["pid"] != me]
-        others = tree_rss(psutil.Process(me), skip={me, *(r["pid"] for r in reports)})  # the engine core
-        runtime = None if None in starts else sum(starts) + others
-        return sum(r["weight_copies"] for r in reports), runtime
+    def _worker_reports(self) -> list[dict[str, Any]]:
+        return self.llm.collective_rpc("smallbench_memory")
 
     def close(self) -> None:
         if self.llm is not None:
@@ -510,12 +522,13 @@ class VLLMServerBackend(_VLLMBase):
         self.client = None
 
     def import_library(self) -> None:
+        super().import_library()
         import aiohttp  # noqa: F401
-        import transformers  # noqa: F401
 
     def server_argv(self, port: int) -> list[str]:
         argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1",
-                "--port", str(port), "--served-model-name", SERVED_NAME, "--disable-uvicorn-access-log"]
+                "--port", str(port), "--served-model-name", SERVED_NAME, "--disable-uvicorn-access-log",
+                "--worker-extension-cls", _WORKER_REPORT, "--middleware", _MEMORY_ROUTE]
         for key, value in self.engine_args.items():
             flag = "--" + key.replace("_", "-")
             if isinstance(value, bool):
@@ -540,7 +553,16 @@ class VLLMServerBackend(_VLLMBase):
         self.client = CompletionsClient(self.server.url, SERVED_NAME)
         blocks, block_size = _cache_info(self.client.get_text("/metrics"))
         self._extra_flags["server_argv"] = self.server_argv(port)[1:]
+        info.weight_copies_bytes, info.engine_runtime_bytes = self._engine_memory(psutil.Process(self.server.proc.pid))
         return self._with_kv(info, blocks, block_size)
+
+    def _worker_reports(self) -> list[dict[str, Any]]:
+        from smallbench.backends.vllm_worker import ROUTE
+
+        reports = json.loads(text := self.client.get_text(ROUTE))
+        if not isinstance(reports, list):
+            raise ValueError(f"{ROUTE} answered {text[:200]!r}")
+        return reports
 
     def close(self) -> None:
         if self.client is not None:

@@ -1,6 +1,8 @@
 """Runs inside vLLM's worker process (passed as ``worker_extension_cls`` by qualified name, so this module is first
 imported there, by the worker, before it loads the model) and reports the worker's memory by name over
-``collective_rpc``: no pickled code crosses the process boundary.
+``collective_rpc``: no pickled code crosses the process boundary. The in-process engine calls it directly; vLLM's
+server answers it on one fixed read-only route, ``GET /smallbench/memory`` (``MemoryRoute``, passed as
+``--middleware``), so no development endpoint (vLLM's ``/collective_rpc`` runs any worker method) is opened.
 
 Two figures the memory suite cannot see from outside:
 
@@ -40,3 +42,23 @@ class MemoryReport:
         model = self.model_runner.model  # type: ignore[attr-defined]
         copies = sum(m.weight.numel() * m.weight.element_size() for m in model.modules() if _packs_a_copy(m))
         return {"pid": os.getpid(), "start_rss": rss if pid == os.getpid() else None, "weight_copies": copies}
+
+
+ROUTE = "/smallbench/memory"
+
+
+class MemoryRoute:
+    """ASGI middleware for vLLM's API server: ``GET /smallbench/memory`` answers the workers' ``smallbench_memory``
+    reports as a JSON list; every other request passes straight through (one path comparison)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or scope.get("path") != ROUTE:
+            await self.app(scope, receive, send)
+            return
+        from starlette.responses import JSONResponse
+
+        reports = await scope["app"].state.engine_client.collective_rpc("smallbench_memory")
+        await JSONResponse(list(reports))(scope, receive, send)
