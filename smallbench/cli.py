@@ -420,7 +420,9 @@ def list_(what: Annotated[str, typer.Argument(help="models | backends | suites |
         from smallbench import sizing, support
         from smallbench.models import catalogue
 
-        t = Table("name", "repo", "arch", "params total", "active", "licence", "gated", "remote code", "backends")
+        t = Table("name", "repo", "arch", "params total", "active", "licence", "gated", "remote code", "backends",
+                  caption="backends: where the tests prove the architecture runs (README: Architecture × backend); "
+                          "name*: with a difference from Transformers that the matrix names")
         order = {"builtin": 0, "sponsor": 1, "reference": 2}
         for m in sorted(catalogue().values(), key=lambda m: (order[m.role], m.name)):
             n = sizing.count_params(m.config)
