@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
 import re
 import sys
 import time
@@ -41,6 +40,7 @@ from smallbench.backends.base import (
     own_options,
 )
 from smallbench.errors import SmallbenchError
+from smallbench.hardware import compute_threads
 from smallbench.metrics import BatchTrace, GenerationTrace
 from smallbench.tiny_model import builtin_weights_sha256
 
@@ -320,7 +320,7 @@ class LlamaCppBackend(Backend):
         quant = spec.quant or _DTYPE_AS_QUANT.get(spec.dtype)
         _log.verbose = bool(opts.pop("verbose", False))
         self.path = self._prepared[1] if self._prepared and self._prepared[0] is spec else resolve_gguf(spec, quant)
-        self.threads = int(opts.pop("threads", 0) or _physical_cores())
+        self.threads = int(opts.pop("threads", 0) or compute_threads())
         self.n_gpu_layers = self._gpu_layers(spec.device, opts.pop("n_gpu_layers", None))
         self.extra_bufts_setting = str(opts.pop("extra_bufts", "auto"))
         self.extra_bufts = self._use_extra_bufts(self.extra_bufts_setting)
@@ -759,9 +759,3 @@ def _file_type_name(value: str | None) -> str | None:
         return names.get(int(value), value)
     except ValueError:
         return value
-
-
-def _physical_cores() -> int:
-    import psutil
-
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1

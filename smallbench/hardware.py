@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import math
 import os
 import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 from pydantic import BaseModel, Field, computed_field
@@ -49,6 +51,9 @@ class HardwareInfo(BaseModel):
     cpu_model: str
     cpu_cores_physical: int | None
     cpu_threads: int | None
+    #: CPUs the run could use: those of its affinity mask (taskset, a container's cpuset), capped by a cgroup CPU
+    #: quota (docker --cpus) rounded up; fewer than cpu_threads in a container that sees its host's CPUs.
+    cpus_usable: int | None = None
     #: The CPU's vector/matrix extensions that decide which kernels a backend runs (AVX2, AVX-512, AMX,
     #: Arm SVE...), as the OS names them. A VM's "Intel Xeon Processor" can be Cascade Lake or Sapphire
     #: Rapids: these tell them apart.
@@ -203,6 +208,69 @@ def _nvml_opt(fn):
         return None
 
 
+def cgroup_cpu_quota(proc_cgroup: Path = Path("/proc/self/cgroup"),
+                     root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs' worth of time per period this process's cgroup may use, the tightest of its own and its ancestors'
+    (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``); None where none is set or readable.
+    Inside a container the hierarchy mounted at ``root`` starts at the container's own cgroup, so the mount's top
+    is read too."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one hierarchy
+            dirs, read = [root], _v2_quota
+        elif "cpu" in controllers.split(","):
+            dirs, read = [root / controllers, root / "cpu", root / "cpu,cpuacct"], _v1_quota
+        else:
+            continue
+        for top in dirs:
+            here = top / path.lstrip("/")
+            for d in (here, *here.parents):
+                if d == top.parent:
+                    break
+                if (q := read(d)) is not None:
+                    quotas.append(q)
+    return min(quotas) if quotas else None
+
+
+def _v2_quota(d: Path) -> float | None:
+    try:
+        quota, period = (d / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _v1_quota(d: Path) -> float | None:
+    try:
+        quota = int((d / "cpu.cfs_quota_us").read_text())
+        return None if quota <= 0 else quota / int((d / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (taskset, a container's cpuset), capped by its cgroup's CPU
+    quota (docker --cpus) rounded up."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity
+        n = os.cpu_count() or 1
+    if quota := cgroup_cpu_quota():
+        n = min(n, math.ceil(quota))
+    return max(1, n)
+
+
+def compute_threads() -> int:
+    """Threads for a compute-bound engine's default: one per physical core, at most one per usable CPU (a process
+    pinned to 2 CPUs of a 32-core host gets 2, not 32 threads spinning on 2 CPUs)."""
+    return max(1, min(psutil.cpu_count(logical=False) or os.cpu_count() or 1, usable_cpus()))
+
+
 def measure_memory_bandwidth(size_bytes: int = 512 * 2**20, seconds: float = 1.0, threads: int | None = None) -> float:
     """This machine's memory bandwidth in bytes/s for reading, as a decode reads its weights: every core sums its
     share of a buffer far larger than the caches (numpy's reductions release the GIL), the best of back-to-back
@@ -215,7 +283,7 @@ def measure_memory_bandwidth(size_bytes: int = 512 * 2**20, seconds: float = 1.0
 
     import numpy as np
 
-    threads = threads or psutil.cpu_count(logical=False) or 1
+    threads = threads or compute_threads()
     buf = np.ones(size_bytes // 8, dtype=np.int64)  # integers: the sum is exact and never slows on overflow
     parts = np.array_split(np.arange(buf.size), threads)
     bounds = [(int(p[0]), int(p[-1]) + 1) for p in parts if p.size]
@@ -278,6 +346,7 @@ def hardware_info() -> HardwareInfo:
         cpu_model=_cpu_model(),
         cpu_cores_physical=psutil.cpu_count(logical=False),
         cpu_threads=psutil.cpu_count(logical=True),
+        cpus_usable=usable_cpus(),
         cpu_flags=cpu_flags(),
         ram_bytes=int(vm.total),
         gpus=nvml_gpus(),

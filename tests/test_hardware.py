@@ -1,6 +1,13 @@
 import pytest
 
-from smallbench.hardware import AppleInfo, apple_gpu_cores, hardware_info, nvml_gpus, software_versions
+from smallbench.hardware import (
+    AppleInfo,
+    apple_gpu_cores,
+    cgroup_cpu_quota,
+    hardware_info,
+    nvml_gpus,
+    software_versions,
+)
 from smallbench.telemetry import MemorySampler
 
 
@@ -85,3 +92,49 @@ def test_the_cpu_bandwidth_peak_is_the_best_of_this_machines_runs(tmp_path, monk
     monkeypatch.setenv("SMALLBENCH_CACHE", str(tmp_path / "a-file" / "below"))
     (tmp_path / "a-file").write_text("")
     assert machine_bandwidth("abc", [29e9, 28e9])[:2] == (29e9, 2)  # no cache: this run's own
+
+
+def _cgroup(tmp_path, proc: str, files: dict[str, str]):
+    tmp_path.mkdir()
+    (tmp_path / "proc").write_text(proc)
+    for rel, text in files.items():
+        (tmp_path / "fs" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "fs" / rel).write_text(text)
+    return cgroup_cpu_quota(tmp_path / "proc", tmp_path / "fs")
+
+
+def test_a_cgroup_cpu_quota_is_the_tightest_on_the_way_up(tmp_path):
+    # cgroup v2: the process's own group sets none, its parent 1.5 CPUs, the root 4
+    assert _cgroup(tmp_path / "a", "0::/svc/job\n", {"cpu.max": "400000 100000\n", "svc/cpu.max": "150000 100000\n",
+                                                     "svc/job/cpu.max": "max 100000\n"}) == 1.5
+    # inside a container: /proc says the host's path, the mount starts at the container's own group
+    assert _cgroup(tmp_path / "b", "0::/docker/abc\n", {"cpu.max": "200000 100000\n"}) == 2.0
+    # cgroup v1: the cpu controller's hierarchy; -1 means no quota
+    v1 = "4:memory:/x\n3:cpu,cpuacct:/x\n"
+    assert _cgroup(tmp_path / "c", v1, {"cpu,cpuacct/x/cpu.cfs_quota_us": "250000\n",
+                                        "cpu,cpuacct/x/cpu.cfs_period_us": "100000\n"}) == 2.5
+    assert _cgroup(tmp_path / "d", v1, {"cpu,cpuacct/x/cpu.cfs_quota_us": "-1\n",
+                                        "cpu,cpuacct/x/cpu.cfs_period_us": "100000\n"}) is None
+    assert _cgroup(tmp_path / "e", "0::/\n", {"cpu.max": "max 100000\n"}) is None
+    assert cgroup_cpu_quota(tmp_path / "absent", tmp_path) is None
+
+
+def test_a_process_pinned_to_one_cpu_gets_one_llama_cpp_thread(tmp_path):
+    """The default thread count follows the CPUs the process may use (taskset, a container's cpuset): llama.cpp's
+    threads spin while they wait, so one thread per physical core of the host on fewer CPUs would crawl."""
+    import os
+    import subprocess
+    import sys
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs to pin a process to one of them")
+    pytest.importorskip("llama_cpp", reason="the llama-cpp extra is not installed")
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "from smallbench import hardware, open_backend\n"
+            "with open_backend('tiny-llama', 'llama-cpp') as m:\n"
+            "    threads = m.backend.describe().flags['threads']\n"
+            "print(hardware.usable_cpus(), threads, hardware.hardware_info().cpus_usable)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["1", "1", "1"]
+    assert hardware_info().cpus_usable == len(os.sched_getaffinity(0))
