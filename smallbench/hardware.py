@@ -220,6 +220,8 @@ def cgroup_cpu_quota(proc_cgroup: Path = Path("/proc/self/cgroup"),
         return None
     quotas = []
     for line in lines:
+        if line.count(":") < 2:
+            continue
         _, controllers, path = line.split(":", 2)
         if controllers == "":  # v2: one hierarchy
             dirs, read = [root], _v2_quota

@@ -116,6 +116,7 @@ def test_a_cgroup_cpu_quota_is_the_tightest_on_the_way_up(tmp_path):
     assert _cgroup(tmp_path / "d", v1, {"cpu,cpuacct/x/cpu.cfs_quota_us": "-1\n",
                                         "cpu,cpuacct/x/cpu.cfs_period_us": "100000\n"}) is None
     assert _cgroup(tmp_path / "e", "0::/\n", {"cpu.max": "max 100000\n"}) is None
+    assert _cgroup(tmp_path / "f", "garbled\n0::/\n", {"cpu.max": "50000 100000\n"}) == 0.5
     assert cgroup_cpu_quota(tmp_path / "absent", tmp_path) is None
 
 
@@ -137,4 +138,3 @@ def test_a_process_pinned_to_one_cpu_gets_one_llama_cpp_thread(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["1", "1", "1"]
-    assert hardware_info().cpus_usable == len(os.sched_getaffinity(0))
