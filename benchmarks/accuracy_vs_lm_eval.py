@@ -122,9 +122,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
 
-    import psutil
-
     from smallbench import load_results, tiny_model
+    from smallbench.hardware import compute_threads
     from smallbench.tasks import resolve_tasks, task_manager
 
     work = Path(tempfile.mkdtemp(prefix="sb-bench-acc-"))
@@ -150,7 +149,7 @@ def main() -> None:
     limit = ["--limit", str(args.limit)] if args.limit else []
     shots = [] if args.num_fewshot is None else [str(args.num_fewshot)]
     lm_tasks = [s.lm_eval for s in specs]
-    threads = psutil.cpu_count(logical=False) or 1
+    threads = compute_threads()  # what our llama-cpp backend defaults to
     quant = {"llama-cpp": ["--quant", "F32"], "mlx": ["--quant", "float32"]}.get(args.backend, [])
     ours = [sys.executable, "-m", "smallbench.cli", "run", "--model", "tiny-llama", "--backend", args.backend,
             *quant, "--suite", "accuracy", "--tasks", ",".join(tasks), "--data-dir", str(args.data_dir),

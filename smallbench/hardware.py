@@ -258,10 +258,9 @@ def _v1_quota(d: Path) -> float | None:
 def usable_cpus() -> int:
     """CPUs this process may run on: its affinity mask (taskset, a container's cpuset), capped by its cgroup's CPU
     quota (docker --cpus) rounded up."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS has no affinity
-        n = os.cpu_count() or 1
+    from smallbench.telemetry import allowed_cpus
+
+    n = len(allowed_cpus())
     if quota := cgroup_cpu_quota():
         n = min(n, math.ceil(quota))
     return max(1, n)

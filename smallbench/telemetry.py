@@ -188,6 +188,17 @@ def tree_cpu_seconds(root: psutil.Process) -> dict[int, float]:
     return out
 
 
+def allowed_cpus(proc: psutil.Process | None = None) -> list[int]:
+    """Indices of the CPUs ``proc`` (this process) may run on: all of the machine's, unless pinned (taskset, a
+    container's cpuset); all of them where the OS has no affinity (macOS)."""
+    n = len(psutil.cpu_times(percpu=True))
+    try:
+        allowed = [i for i in (proc or psutil.Process()).cpu_affinity() if i < n]
+    except (AttributeError, psutil.Error):
+        allowed = []
+    return allowed or list(range(n))
+
+
 class CpuWatch:
     """Context manager: how much CPU this process tree, everything else and the hypervisor took while it was open;
     read :attr:`contention` afterwards (None where the system's CPU times cannot be read)."""
@@ -195,12 +206,7 @@ class CpuWatch:
     def __init__(self, pid: int | None = None) -> None:
         self.proc = psutil.Process(pid or os.getpid())
         self.contention: Contention | None = None
-        n = len(psutil.cpu_times(percpu=True))
-        try:  # the CPUs the tree may run on: all of them, unless pinned (taskset, a container's cpuset)
-            allowed = [i for i in self.proc.cpu_affinity() if i < n] or list(range(n))
-        except (AttributeError, psutil.Error):  # macOS has no affinity
-            allowed = list(range(n))
-        self.cpus = allowed
+        self.cpus = allowed_cpus(self.proc)
 
     def _system(self) -> tuple[float, float, float | None]:
         """(total, busy, steal) CPU seconds since boot, summed over the CPUs the tree may run on (work pinned to
